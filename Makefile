@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,dev,bench]"
 	touch $(STAMP)
 
 data: $(STAMP)
