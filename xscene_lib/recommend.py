@@ -42,9 +42,14 @@ class Recommender:
     # --- fitting -----------------------------------------------------------------------------
 
     def fit(self, train: pd.DataFrame, item_vectors: pd.DataFrame | None = None, *,
-            items: Sequence[int] | None = None) -> Recommender:
-        """Learn from training interactions; item_vectors rows are indexed by item_id."""
+            items: Sequence[int] | None = None, valid: pd.DataFrame | None = None) -> Recommender:
+        """Learn from training interactions; item_vectors rows are indexed by item_id.
+
+        `valid` (interactions held out for validation) lets trained models stop early; models
+        without training ignore it.
+        """
         train = _checked_train(train)
+        self._validation = None if valid is None or valid.empty else _checked_train(valid)
         vectors = _checked_vectors(item_vectors, type(self).__name__, self.needs_item_vectors)
         catalogue = _catalogue(train, vectors, items)
         self.item_ids_ = catalogue  # (n_items,) raw ids, the column order of score()
@@ -63,7 +68,13 @@ class Recommender:
         self.popularity_ = np.zeros((n_scenarios, n_items), np.float32)  # training counts
         np.add.at(self.popularity_, (scenarios, items_index), 1.0)
         aligned = None if vectors is None else vectors.loc[catalogue].to_numpy(np.float32)  # (n_items, d)
-        self._fit(users, items_index, scenarios, train, aligned)
+        try:
+            self._fit(users, items_index, scenarios, train, aligned)
+        except BaseException:
+            del self.item_ids_  # a failed fit leaves the model unfitted
+            raise
+        finally:
+            del self._validation  # only needed while fitting
         return self
 
     def _fit(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, train: pd.DataFrame,
