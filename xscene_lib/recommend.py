@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from xscene_lib.data import DataError
+from xscene_lib.metrics import ranking_metrics
 
 TRAIN_COLUMNS = ("user_id", "item_id", "scenario")
 USER_CHUNK = 1024  # users blended at once in recommend(), bounding memory to S * 1024 * n_items floats
@@ -244,3 +245,53 @@ def _scenario_order(train: pd.DataFrame) -> list[str]:
     if isinstance(column.dtype, pd.CategoricalDtype):
         return [str(s) for s in column.cat.categories if (column == s).any()]
     return sorted(str(s) for s in column.unique())
+
+
+# --- choosing fixed scenario weights -------------------------------------------------------------------
+
+MOST_SCENARIOS_TUNED = 3  # beyond this many scenarios the weight grid grows too large to search
+
+
+def tune_scenario_weights(model: Recommender, train: pd.DataFrame, valid: pd.DataFrame,
+                          grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), k: int = 10) -> dict[str, float]:
+    """Fixed scenario weights, from a grid over the simplex, that maximise NDCG@k of recommend() on valid.
+
+    The weights tried are the combinations of grid values, one per scenario, that sum to one; ties go to the
+    first in grid order. Validation rows whose item the user already has in `train` (the interactions the
+    model was fitted on) are left out, since recommend() never returns them. With more than 3 scenarios the
+    grid is not searched: the weights returned are the scenarios' shares of the training interactions, the
+    population's history weights; pass scenario_weights="history" to recommend() for each user's own.
+    """
+    model._check_fitted()
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise DataError(f"k must be a positive integer, got {k!r}")
+    values = np.unique(np.asarray(grid, dtype=np.float64).reshape(-1))
+    if values.size == 0 or not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise DataError(f"grid must hold weights between 0 and 1, e.g. (0.0, 0.25, 0.5, 0.75, 1.0); got {grid!r}")
+    for what, frame in (("train", train), ("valid", valid)):
+        missing = [c for c in TRAIN_COLUMNS if not isinstance(frame, pd.DataFrame) or c not in frame.columns]
+        if missing:
+            raise DataError(f"{what} must be a DataFrame with columns {list(TRAIN_COLUMNS)}; missing {missing}")
+    names = model.scenarios_
+    if len(names) > MOST_SCENARIOS_TUNED:
+        shares = train["scenario"].astype("str").value_counts(normalize=True)
+        return {name: float(shares.get(name, 0.0)) for name in names}
+    combinations = np.stack(np.meshgrid(*[values] * len(names), indexing="ij"), axis=-1).reshape(-1, len(names))
+    simplex = combinations[np.isclose(combinations.sum(axis=1), 1.0)]  # (n_candidates, n_scenarios)
+    if len(simplex) == 0:
+        raise DataError(f"no combination of grid values {values.tolist()} sums to one over {len(names)} scenarios; "
+                        f"include 0 and 1, or steps such as 0.25")
+    seen = pd.MultiIndex.from_frame(train[["user_id", "item_id"]])
+    targets = valid.loc[~pd.MultiIndex.from_frame(valid[["user_id", "item_id"]]).isin(seen), ["user_id", "item_id"]]
+    if targets.empty:
+        raise DataError("every validation item is already in its user's training history; nothing to tune on")
+    users = np.unique(targets["user_id"].to_numpy(np.int64))
+
+    def validation_ndcg(weights: np.ndarray) -> float:
+        lists = model.recommend(users, k, dict(zip(names, weights.tolist())), exclude_seen=True)
+        ranks = targets.merge(lists[["user_id", "item_id", "rank"]], on=["user_id", "item_id"], how="left")
+        ranks["rank"] = ranks["rank"].fillna(k + 1).astype(np.float64)  # not in the top k: a miss
+        return float(ranking_metrics(ranks, ks=(k,))[f"ndcg@{k}"].mean())
+
+    best = max(simplex, key=validation_ndcg)
+    return {name: float(weight) for name, weight in zip(names, best)}

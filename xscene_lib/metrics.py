@@ -1,0 +1,162 @@
+"""Top-K evaluation: the rank of each held-out item under full ranking, ranking metrics, summaries, coverage.
+
+`target_ranks` ranks every test row's target item against all of the model's candidate items in that row's
+scenario, leaving out the items the user already has in `train` (the target itself is never left out).
+`train` is normally the frame the model was fitted on, which leaves out exactly `model.seen_`; pass
+training and validation rows together to leave out both.
+A target tied with other candidates gets the mean of the positions the tie spans,
+
+    rank = 1 + (candidates scored strictly higher) + (other candidates scored equally) / 2,
+
+which is its expected rank when ties are broken at random, so a model that scores everything alike gets no
+credit for luck. A test row the model cannot score (user not in training, item not a candidate, scenario not
+seen in training) is kept, marked `known=False` and given the worst rank, the number of candidates: it
+counts as a miss instead of silently leaving the average.
+
+`ranking_metrics` turns ranks into per-row metrics at each cut-off k; each test row has a single target, so
+recall@k equals the hit rate HR@k. `summarise` averages them per scenario (or any other columns) and overall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from xscene_lib.data import DataError
+
+if TYPE_CHECKING:
+    from xscene_lib.recommend import Recommender
+
+TARGET_COLUMNS = ("user_id", "item_id")
+OVERALL = "all"  # the label of the row that summarises every test row
+
+
+def target_ranks(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, *, scenario_column: str = "scenario",
+                 batch_size: int = 1024) -> pd.DataFrame:
+    """The test rows with the full-ranking rank of each target item; adds rank, known and n_candidates."""
+    _fail_if_lacking(test, "test", (*TARGET_COLUMNS, scenario_column))
+    _fail_if_lacking(train, "train", TARGET_COLUMNS)
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    users = model.user_index(test["user_id"].to_numpy())  # (n_rows,), -1 when unknown; fails if unfitted
+    n_items = len(model.item_ids_)
+    targets = pd.Index(model.item_ids_).get_indexer(test["item_id"].to_numpy())  # (n_rows,), -1 when unknown
+    scenarios = test[scenario_column].astype("str").to_numpy()
+    excluded = _excluded_items(model, train)  # (n_users, n_items), sparse
+    rank = np.full(len(test), float(n_items))
+    candidates = np.full(len(test), n_items, dtype=np.int64)
+    known = (users >= 0) & (targets >= 0) & np.isin(scenarios, model.scenarios_)
+    for scenario in np.unique(scenarios[known]):
+        rows = np.flatnonzero(known & (scenarios == scenario))
+        rows = rows[np.argsort(users[rows], kind="stable")]  # a user's rows fall in one batch
+        for batch in _user_batches(users[rows], batch_size):
+            batch_rows = rows[batch]
+            rank[batch_rows], candidates[batch_rows] = _ranks_in_batch(
+                model, scenario, users[batch_rows], targets[batch_rows], excluded)
+    ranked = test.reset_index(drop=True).copy()
+    ranked["rank"], ranked["known"], ranked["n_candidates"] = rank, known, candidates
+    return ranked
+
+
+def _fail_if_lacking(frame: pd.DataFrame, what: str, columns: Sequence[str]) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{what} must be a DataFrame of interactions, got {type(frame).__name__}")
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise DataError(f"{what} lacks column(s) {missing} (found: {list(frame.columns)})")
+    if what == "test" and frame.empty:
+        raise DataError("test has no rows, so there is nothing to rank; check the split")
+
+
+def _excluded_items(model: Recommender, train: pd.DataFrame) -> sp.csr_matrix:
+    """Which candidates each known user has in `train`. shape: (n_users, n_items), 1 where excluded."""
+    users = model.user_index(train["user_id"].to_numpy())
+    items = pd.Index(model.item_ids_).get_indexer(train["item_id"].to_numpy())
+    both = (users >= 0) & (items >= 0)
+    excluded = sp.csr_matrix((np.ones(int(both.sum()), np.float32), (users[both], items[both])),
+                             shape=(len(model.user_ids_), len(model.item_ids_)))
+    excluded.data[:] = 1.0
+    return excluded
+
+
+def _user_batches(sorted_users: np.ndarray, batch_size: int) -> list[slice]:
+    """Slices of rows, sorted by user, that hold at most `batch_size` distinct users each."""
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])  # first row of each user
+    bounds = np.r_[starts[::batch_size], len(sorted_users)]
+    return [slice(begin, end) for begin, end in zip(bounds[:-1], bounds[1:])]
+
+
+def _ranks_in_batch(model: Recommender, scenario: str, users: np.ndarray, targets: np.ndarray,
+                    excluded: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Rank and number of candidates for test rows given as user and target indices, one scenario."""
+    batch_users, row_of = np.unique(users, return_inverse=True)
+    scores = model.score(model.user_ids_[batch_users], scenario)[row_of]  # (n_rows, n_items)
+    if np.isnan(scores).any():
+        raise DataError(f"{type(model).__name__} returned NaN scores in scenario {scenario!r}; fix the model")
+    rows = np.arange(len(users))
+    target_scores = scores[rows, targets].copy()  # (n_rows,)
+    out = excluded[users].toarray() > 0  # (n_rows, n_items)
+    out[rows, targets] = False
+    scores[out] = np.nan  # compares as neither higher nor equal
+    higher = (scores > target_scores[:, None]).sum(axis=1)
+    tied = (scores == target_scores[:, None]).sum(axis=1) - 1
+    return 1.0 + higher + tied / 2.0, scores.shape[1] - out.sum(axis=1)
+
+
+def ranking_metrics(ranks: pd.DataFrame, ks: Sequence[int] = (10, 20)) -> pd.DataFrame:
+    """The rows of `ranks` with recall@k (= HR@k), ndcg@k and mrr@k added for each cut-off k."""
+    if not isinstance(ranks, pd.DataFrame) or "rank" not in ranks.columns:
+        raise DataError("ranking_metrics needs the DataFrame from target_ranks (with a 'rank' column)")
+    cut_offs = [ks] if isinstance(ks, (int, np.integer)) else list(ks)
+    if not cut_offs or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k <= 0
+                           for k in cut_offs):
+        raise DataError(f"ks must be positive integers, e.g. (10, 20); got {ks!r}")
+    rank = ranks["rank"].to_numpy(np.float64)
+    if np.isnan(rank).any() or (rank < 1).any():
+        raise DataError("ranks must be numbers >= 1 (1 = best); take them from target_ranks")
+    per_row = ranks.copy()
+    for k in cut_offs:
+        hit = rank <= k
+        per_row[f"recall@{k}"] = hit.astype(np.float64)
+        per_row[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(rank + 1.0), 0.0)
+        per_row[f"mrr@{k}"] = np.where(hit, 1.0 / rank, 0.0)
+    return per_row
+
+
+def summarise(per_row: pd.DataFrame, by: Sequence[str] = ("scenario",)) -> pd.DataFrame:
+    """Means of the metric columns (`<metric>@<k>`, and `known`) per group and over all rows, with row counts."""
+    groups = [by] if isinstance(by, str) else list(by)
+    if not isinstance(per_row, pd.DataFrame):
+        raise DataError(f"summarise needs the DataFrame from ranking_metrics, got {type(per_row).__name__}")
+    metrics = [column for column in per_row.columns if "@" in str(column)]
+    missing = [column for column in groups if column not in per_row.columns]
+    if not metrics or missing or per_row.empty:
+        raise DataError(f"summarise needs rows with metric columns (from ranking_metrics) and the grouping "
+                        f"column(s) {groups}; missing: {missing or 'metric columns or rows'}")
+    averaged = metrics + (["known"] if "known" in per_row.columns else [])
+    values = per_row[averaged].astype(np.float64).assign(rows=1)
+    totals = {column: "mean" for column in averaged} | {"rows": "sum"}
+    overall = values.agg(totals).to_frame().T
+    if not groups:
+        return overall.set_axis([OVERALL]).astype({"rows": np.int64})
+    table = values.groupby([per_row[column] for column in groups], observed=True).agg(totals)
+    overall.index = pd.MultiIndex.from_tuples([(OVERALL,) * len(groups)], names=groups) if len(groups) > 1 \
+        else pd.Index([OVERALL], name=groups[0])
+    return pd.concat([table, overall]).astype({"rows": np.int64})
+
+
+def item_coverage(recommendations: pd.DataFrame, n_items: int) -> float:
+    """Share of the n_items catalogue items that appear in at least one recommendation list."""
+    if not isinstance(recommendations, pd.DataFrame) or "item_id" not in recommendations.columns:
+        raise DataError("item_coverage needs the DataFrame from recommend() (with an 'item_id' column)")
+    if isinstance(n_items, (bool, np.bool_)) or not isinstance(n_items, (int, np.integer)) or n_items <= 0:
+        raise DataError(f"n_items must be a positive integer (the catalogue size), got {n_items!r}")
+    distinct = recommendations["item_id"].nunique()
+    if distinct > n_items:
+        raise DataError(f"the recommendations hold {distinct} distinct items, more than n_items={n_items}; "
+                        f"pass the size of the whole catalogue, e.g. len(model.item_ids_)")
+    return distinct / n_items
