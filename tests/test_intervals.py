@@ -1,0 +1,78 @@
+"""Seed spread and paired bootstrap intervals, on data whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xscene_lib.data import DataError
+from xscene_lib.intervals import over_seeds, paired_bootstrap
+
+
+def _per_row(difference: float, n_users: int = 400, noise: float = 0.1, seed: int = 0) -> pd.DataFrame:
+    """Two models on the same users in two scenarios; B beats A by `difference` on average."""
+    rng = np.random.default_rng(seed)
+    users = np.arange(n_users)
+    base = rng.uniform(0.2, 0.6, n_users)
+    frame = pd.DataFrame({"user_id": users, "scenario": np.where(users % 2 == 0, "mobile", "desktop")})
+    a = frame.assign(model="A", ndcg=base)
+    b = frame.assign(model="B", ndcg=base + difference + rng.normal(0, noise, n_users))
+    return pd.concat([a, b], ignore_index=True)
+
+
+def test_a_clear_improvement_has_an_interval_above_zero() -> None:
+    table = paired_bootstrap(_per_row(0.05), "ndcg", "A", "B").set_index("scenario")
+    assert sorted(table.index[:-1]) == ["desktop", "mobile"] and table.index[-1] == "all"
+    overall = table.loc["all"]
+    assert overall["n_units"] == 400
+    assert overall["difference"] == pytest.approx(0.05, abs=0.015)
+    assert 0 < overall["ci_low"] < overall["difference"] < overall["ci_high"]
+    assert overall["p_value"] < 0.01
+    assert table.loc["mobile", "n_units"] == 200
+
+
+def test_no_difference_has_an_interval_around_zero() -> None:
+    overall = paired_bootstrap(_per_row(0.0), "ndcg", "A", "B").set_index("scenario").loc["all"]
+    assert overall["ci_low"] < 0 < overall["ci_high"]
+    assert overall["p_value"] > 0.05
+
+
+def test_interval_width_matches_the_standard_error() -> None:
+    overall = paired_bootstrap(_per_row(0.0, n_users=2000, noise=0.1), "ndcg", "A", "B",
+                               n_resamples=4000).set_index("scenario").loc["all"]
+    expected_half_width = 1.96 * 0.1 / np.sqrt(2000)
+    assert (overall["ci_high"] - overall["ci_low"]) / 2 == pytest.approx(expected_half_width, rel=0.1)
+
+
+def test_seeds_are_averaged_per_user_before_resampling() -> None:
+    rows = pd.concat([_per_row(0.05).assign(seed=seed) for seed in range(3)], ignore_index=True)
+    with_seeds = paired_bootstrap(rows, "ndcg", "A", "B", by=()).iloc[0]
+    assert with_seeds["n_units"] == 400
+    assert with_seeds["difference"] == pytest.approx(paired_bootstrap(_per_row(0.05), "ndcg", "A", "B", by=()).iloc[0]["difference"])
+
+
+def test_same_seed_same_interval() -> None:
+    first = paired_bootstrap(_per_row(0.02), "ndcg", "A", "B", seed=3)
+    assert first.equals(paired_bootstrap(_per_row(0.02), "ndcg", "A", "B", seed=3))
+
+
+def test_over_seeds_mean_and_std() -> None:
+    results = pd.DataFrame({"model": ["A"] * 3 + ["B"], "scenario": ["s"] * 4, "seed": [0, 1, 2, 0],
+                            "ndcg@10": [0.1, 0.2, 0.3, 0.5]})
+    table = over_seeds(results, "ndcg@10").set_index("model")
+    assert table.loc["A", "mean"] == pytest.approx(0.2) and table.loc["A", "std"] == pytest.approx(0.1)
+    assert table.loc["B", "std"] == 0.0 and table.loc["B", "seeds"] == 1
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda rows: paired_bootstrap(rows, "ndcg", "A", "C"), "not in per_row"),
+    (lambda rows: paired_bootstrap(rows.drop(columns="user_id"), "ndcg", "A", "B"), "lacks column"),
+    (lambda rows: paired_bootstrap(rows.iloc[:0], "ndcg", "A", "B"), "no rows"),
+    (lambda rows: paired_bootstrap(rows, "ndcg", "A", "B", n_resamples=10), "n_resamples"),
+    (lambda rows: paired_bootstrap(rows, "ndcg", "A", "B", confidence=95), "confidence"),
+    (lambda rows: paired_bootstrap(rows[(rows.model == "A") | (rows.user_id > 0)], "ndcg", "A", "B"), "only one"),
+])
+def test_bad_input_is_refused(call, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        call(_per_row(0.01))
