@@ -30,3 +30,25 @@ test: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# `make peers`: RecBole's models on our split, for comparison. RecBole lives in its own virtual
+# environment (.venv-peers) with the pins it needs; the main .venv never gets it. bench/README.md
+# says why each pin is there.
+PEERS_VENV  ?= .venv-peers
+PEERS_PY    := $(PEERS_VENV)/bin/python
+PEERS_STAMP := $(PEERS_VENV)/.installed
+RECBOLE     ?= recbole==1.2.1
+PEERS_PINS  ?= "pandas<2.3" "setuptools<81" "scipy<1.12"
+PEERS_ARGS  ?= --dataset ml-100k --scenarios age --models BPR ItemKNN LightGCN
+
+.PHONY: peers
+
+peers: $(STAMP) $(PEERS_STAMP)
+	$(PY) bench/peer_recbole.py --peer-python $(PEERS_PY) $(PEERS_ARGS)
+
+$(PEERS_STAMP):
+	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check "$(RECBOLE)" "numpy<2"
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check $(PEERS_PINS)
+	touch $(PEERS_STAMP)

@@ -1,0 +1,101 @@
+"""Runs inside .venv-peers (RecBole's own environment): trains one RecBole model on pre-split atomic files and
+writes its test metrics and the rank of every test interaction. bench/peer_recbole.py starts it; see there.
+
+    python bench/recbole_worker.py --model BPR --dataset NAME --config RUN.yaml --out DIR
+
+DIR receives result.json (RecBole's own test and validation metrics, epochs, times, sizes) and ranks.csv, one
+row per test interaction: user_id, item_id (our ids), higher and tied (how many candidates scored above and
+equal to the target), candidates (items ranked: all items but the padding and the user's train and valid
+items), and topk_position, the target's place in the top-k list that RecBole's own evaluation builds from the
+same scores with torch.topk (0 when it is not in that list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import recbole
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer, init_seed
+
+
+def test_ranks(model: torch.nn.Module, test_data: object, dataset: object, max_k: int) -> pd.DataFrame:
+    """How each test interaction's item ranks among the user's candidates under the trained model's scores."""
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for interaction, history, positive_u, positive_i in test_data:
+            scores = model.full_sort_predict(interaction).view(-1, dataset.item_num)  # (batch_users, item_num)
+            scores[:, 0] = -np.inf  # the padding item
+            if history is not None:
+                scores[history] = -np.inf  # the user's train and valid items
+            target = scores[positive_u, positive_i]  # (n_rows,)
+            rows = scores[positive_u]  # (n_rows, item_num)
+            _, top = torch.topk(scores, max_k, dim=-1)  # the call RecBole's evaluation makes
+            found = top[positive_u] == positive_i[:, None]  # (n_rows, max_k)
+            users = interaction[dataset.uid_field][positive_u].numpy()
+            parts.append(pd.DataFrame({
+                "user_id": dataset.id2token(dataset.uid_field, users).astype(np.int64),
+                "item_id": dataset.id2token(dataset.iid_field, positive_i.numpy()).astype(np.int64),
+                "higher": (rows > target[:, None]).sum(dim=1).numpy(),
+                "tied": (rows == target[:, None]).sum(dim=1).numpy() - 1,
+                "candidates": torch.isfinite(rows).sum(dim=1).numpy(),
+                "topk_position": torch.where(found.any(dim=1), found.int().argmax(dim=1) + 1, 0).numpy(),
+            }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def plain(result: dict | None) -> dict[str, float]:
+    """RecBole's metric dict with plain float values (it may hold numpy or torch numbers)."""
+    return {str(key): float(value) for key, value in (result or {}).items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a RecBole general model, e.g. BPR, ItemKNN, LightGCN")
+    parser.add_argument("--dataset", required=True, help="the atomic files' name under the config's data_path")
+    parser.add_argument("--config", required=True, type=Path, help="the RecBole YAML config of this run")
+    parser.add_argument("--out", required=True, type=Path, help="folder for result.json and ranks.csv")
+    options = parser.parse_args()
+
+    config = Config(model=options.model, dataset=options.dataset, config_file_list=[str(options.config)])
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])  # as RecBole's run_recbole does before building
+    # RecBole's loaders keep their Dataset in `_dataset` (`dataset` is torch's index list); run_recbole uses it too
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+    valid_scores: list[float] = []
+    start = time.perf_counter()
+    _, best_valid = trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False,
+                                callback_fn=lambda epoch, score: valid_scores.append(float(score)))
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    ranks = test_ranks(model, test_data, dataset, max(config["topk"]))
+    test_s = time.perf_counter() - start
+
+    options.out.mkdir(parents=True, exist_ok=True)
+    ranks.to_csv(options.out / "ranks.csv", index=False)
+    result = {
+        "model": config["model"], "recbole": recbole.__version__, "torch": torch.__version__,
+        "seed": config["seed"], "users": dataset.user_num - 1, "items": dataset.item_num - 1,
+        "interactions": dict(zip(("train", "valid", "test"), map(int, dataset.file_size_list))),
+        "max_epochs": trainer.epochs, "epochs_run": len(valid_scores),  # ItemKNN's trainer: one pass
+        "best_epoch": int(np.argmax(valid_scores)) + 1 if valid_scores else None,
+        "fit_s": fit_s, "test_s": test_s, "valid": plain(best_valid), "test": plain(test_result),
+    }
+    (options.out / "result.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
