@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install book test data clean
+.PHONY: install book test lint data clean
 
 install: $(STAMP)
 
@@ -25,7 +25,10 @@ book: data
 	$(VENV)/bin/jupyter-book build --warningiserror --keep-going .
 	@echo "Open _build/html/index.html"
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check xscene_lib tests bench
+
+test: lint
 	$(PY) -m pytest
 
 clean:

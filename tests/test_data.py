@@ -1,6 +1,5 @@
 import dataclasses
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -178,7 +178,8 @@ class Recommender:
             raise DataError(f"scenario_weights names unknown scenario(s) {unknown}; known: {self.scenarios_}")
         fixed = np.array([float(scenario_weights.get(name, 0.0)) for name in self.scenarios_])
         if not np.isfinite(fixed).all() or (fixed < 0).any() or fixed.sum() <= 0:
-            raise DataError(f"scenario_weights must be finite, non-negative and not all zero, got {dict(scenario_weights)}")
+            raise DataError(f"scenario_weights must be finite, non-negative and not all zero, "
+                            f"got {dict(scenario_weights)}")
         return np.tile(fixed / fixed.sum(), (len(index), 1))
 
 
