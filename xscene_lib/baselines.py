@@ -15,7 +15,6 @@ scenario, blend scenarios in `recommend`):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,12 +32,9 @@ class Popularity(Recommender):
     def __init__(self, per_scenario: bool = True) -> None:
         self.per_scenario = per_scenario
 
-    def fit(self, train: pd.DataFrame, item_vectors: pd.DataFrame | None = None, *,
-            items: Sequence[int] | None = None) -> Popularity:
-        """Check the parameters, then count the training interactions of every item."""
+    def _check_params(self) -> None:
         if not isinstance(self.per_scenario, (bool, np.bool_)):
             raise DataError(f"Popularity(per_scenario=...) must be True or False, got {self.per_scenario!r}")
-        return super().fit(train, item_vectors, items=items)
 
     def _fit(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, train: pd.DataFrame,
              item_vectors: np.ndarray | None) -> None:
@@ -59,9 +55,7 @@ class ItemKNN(Recommender):
         self.num_neighbours = num_neighbours
         self.shrink = shrink
 
-    def fit(self, train: pd.DataFrame, item_vectors: pd.DataFrame | None = None, *,
-            items: Sequence[int] | None = None) -> ItemKNN:
-        """Check the parameters, then learn the item-item similarities from all training interactions."""
+    def _check_params(self) -> None:
         number = self.num_neighbours
         if isinstance(number, (bool, np.bool_)) or not isinstance(number, (int, np.integer)) or number <= 0:
             raise DataError(f"ItemKNN(num_neighbours=...) must be a positive integer, got {number!r}")
@@ -69,7 +63,6 @@ class ItemKNN(Recommender):
         if isinstance(shrink, (bool, np.bool_)) or not isinstance(shrink, (int, float, np.number)) \
                 or not np.isfinite(shrink) or shrink < 0:
             raise DataError(f"ItemKNN(shrink=...) must be a finite number >= 0, got {shrink!r}")
-        return super().fit(train, item_vectors, items=items)
 
     def _fit(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, train: pd.DataFrame,
              item_vectors: np.ndarray | None) -> None:

@@ -49,6 +49,7 @@ class Recommender:
         `valid` (interactions held out for validation) lets trained models stop early; models
         without training ignore it.
         """
+        self._check_params()
         train = _checked_train(train)
         self._validation = None if valid is None or valid.empty else _checked_train(valid)
         vectors = _checked_vectors(item_vectors, type(self).__name__, self.needs_item_vectors)
@@ -77,6 +78,9 @@ class Recommender:
         finally:
             del self._validation  # only needed while fitting
         return self
+
+    def _check_params(self) -> None:
+        """Raise a DataError for constructor arguments the model cannot work with (none by default)."""
 
     def _fit(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, train: pd.DataFrame,
              item_vectors: np.ndarray | None) -> None:
