@@ -187,3 +187,14 @@ def test_item_coverage_needs_the_whole_catalogue_size():
         item_coverage(recommendations, 2)
     with raises("positive integer"):
         item_coverage(recommendations, 0)
+
+
+def test_candidates_restrict_the_ranking_to_a_scenarios_items():
+    # scenario a ranks among items 12, 13, 14 only: user 2's target 13 then ties with 14 (12 is excluded)
+    ranks = target_ranks(fitted(), TRAIN, frame([(2, 13, "a"), (1, 12, "b"), (2, 10, "a")]),
+                         candidates={"a": [12, 13, 14]})
+    assert ranks["rank"].tolist() == [1.5, 3.0, 5.0]
+    assert ranks["n_candidates"].tolist() == [2, 3, 5]
+    assert ranks["known"].tolist() == [True, True, False]  # item 10 does not compete in scenario a
+    with raises("no candidate item"):
+        target_ranks(fitted(), TRAIN, TEST, candidates={"a": [99]})

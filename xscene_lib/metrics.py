@@ -19,7 +19,7 @@ recall@k equals the hit rate HR@k. `summarise` averages them per scenario (or an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,8 +36,12 @@ OVERALL = "all"  # the label of the row that summarises every test row
 
 
 def target_ranks(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, *, scenario_column: str = "scenario",
-                 batch_size: int = 1024) -> pd.DataFrame:
-    """The test rows with the full-ranking rank of each target item; adds rank, known and n_candidates."""
+                 batch_size: int = 1024, candidates: Mapping[str, Sequence[int]] | None = None) -> pd.DataFrame:
+    """The test rows with the full-ranking rank of each target item; adds rank, known and n_candidates.
+
+    `candidates` (scenario -> item ids) restricts the ranking in a scenario to those items, e.g. to the
+    target's own domain on food-kitchen; by default every candidate item of the model competes.
+    """
     _fail_if_lacking(test, "test", (*TARGET_COLUMNS, scenario_column))
     _fail_if_lacking(train, "train", TARGET_COLUMNS)
     if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -47,18 +51,21 @@ def target_ranks(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, *,
     targets = pd.Index(model.item_ids_).get_indexer(test["item_id"].to_numpy())  # (n_rows,), -1 when unknown
     scenarios = test[scenario_column].astype("str").to_numpy()
     excluded = _excluded_items(model, train)  # (n_users, n_items), sparse
+    outside = _outside_candidates(model, candidates)  # scenario -> (n_items,) bool, True = not competing
     rank = np.full(len(test), float(n_items))
-    candidates = np.full(len(test), n_items, dtype=np.int64)
+    counts = np.full(len(test), n_items, dtype=np.int64)
     known = (users >= 0) & (targets >= 0) & np.isin(scenarios, model.scenarios_)
+    for scenario, mask in outside.items():  # a target outside its scenario's candidates cannot be ranked
+        known &= ~((scenarios == scenario) & mask[np.maximum(targets, 0)])
     for scenario in np.unique(scenarios[known]):
         rows = np.flatnonzero(known & (scenarios == scenario))
         rows = rows[np.argsort(users[rows], kind="stable")]  # a user's rows fall in one batch
         for batch in _user_batches(users[rows], batch_size):
             batch_rows = rows[batch]
-            rank[batch_rows], candidates[batch_rows] = _ranks_in_batch(
-                model, scenario, users[batch_rows], targets[batch_rows], excluded)
+            rank[batch_rows], counts[batch_rows] = _ranks_in_batch(
+                model, scenario, users[batch_rows], targets[batch_rows], excluded, outside.get(scenario))
     ranked = test.reset_index(drop=True).copy()
-    ranked["rank"], ranked["known"], ranked["n_candidates"] = rank, known, candidates
+    ranked["rank"], ranked["known"], ranked["n_candidates"] = rank, known, counts
     return ranked
 
 
@@ -90,8 +97,24 @@ def _user_batches(sorted_users: np.ndarray, batch_size: int) -> list[slice]:
     return [slice(begin, end) for begin, end in zip(bounds[:-1], bounds[1:])]
 
 
+def _outside_candidates(model: Recommender, candidates: Mapping[str, Sequence[int]] | None) -> dict[str, np.ndarray]:
+    """For each scenario given, which of the model's items do not compete. shape of each: (n_items,)."""
+    if candidates is None:
+        return {}
+    if not isinstance(candidates, Mapping):
+        raise DataError("candidates must map a scenario to the item ids that compete in it")
+    masks = {}
+    for scenario, items in candidates.items():
+        allowed = np.isin(model.item_ids_, np.asarray(list(items), dtype=np.int64))
+        if not allowed.any():
+            raise DataError(f"no candidate item of scenario {scenario!r} is known to the model; "
+                            f"fit with items= covering them")
+        masks[str(scenario)] = ~allowed
+    return masks
+
+
 def _ranks_in_batch(model: Recommender, scenario: str, users: np.ndarray, targets: np.ndarray,
-                    excluded: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+                    excluded: sp.csr_matrix, outside: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Rank and number of candidates for test rows given as user and target indices, one scenario."""
     batch_users, row_of = np.unique(users, return_inverse=True)
     scores = model.score(model.user_ids_[batch_users], scenario)[row_of]  # (n_rows, n_items)
@@ -100,6 +123,8 @@ def _ranks_in_batch(model: Recommender, scenario: str, users: np.ndarray, target
     rows = np.arange(len(users))
     target_scores = scores[rows, targets].copy()  # (n_rows,)
     out = excluded[users].toarray() > 0  # (n_rows, n_items)
+    if outside is not None:
+        out |= outside[None, :]
     out[rows, targets] = False
     scores[out] = np.nan  # compares as neither higher nor equal
     higher = (scores > target_scores[:, None]).sum(axis=1)
