@@ -1,4 +1,4 @@
-"""The `xscene` command line: fetch and describe the book's datasets."""
+"""The `xscene` command line: fetch and describe the book's datasets, run experiments."""
 
 from __future__ import annotations
 
@@ -31,6 +31,18 @@ def _describe(args: argparse.Namespace) -> None:
     print(dataset.describe())
 
 
+def _run(args: argparse.Namespace) -> None:
+    """Fit and evaluate models over seeds; print the per-scenario table and where results went."""
+    from xscene_lib import experiment  # imports torch and the models: only when running
+
+    results = experiment.run_experiment(args.dataset, args.scenarios, args.models, args.seeds, smoke=args.smoke,
+                                        encoder=args.encoder, output_dir=args.output, data_dir=args.data_dir,
+                                        sources=_sources(args))
+    table = results.table.groupby(["model", "scenario"], sort=False)[["ndcg@10", "recall@10"]].agg(["mean", "std"])
+    print(table.round(4).to_string())
+    print(f"results: {results.output_dir / 'results.csv'} (manifest: {results.output_dir / 'manifest.json'})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `xscene` command."""
     parser = argparse.ArgumentParser(
@@ -61,6 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--scenarios", metavar="VIEW", default=None,
                           help="scenario view, e.g. age, genre, domain (default: the dataset's first view)")
     describe.set_defaults(run=_describe)
+
+    model_names = ("popularity", "itemknn", "bpr", "single-scenario", "text-zero-shot", "article", "joint",
+                   "joint-no-text", "joint-no-id", "joint-no-adaptation")
+    run = commands.add_parser("run", help="fit and evaluate models on a dataset over several seeds",
+                              description="Split the dataset (temporal leave-one-out, or the given split), encode "
+                              "item texts, fit each model for each seed, rank every test item against all items, "
+                              "and write a results table (Parquet and CSV) and a manifest. An interrupted run "
+                              "resumes from the finished (model, seed) pairs.")
+    run.add_argument("--dataset", default="ml-100k", help=f"dataset name ({names}; default: ml-100k)")
+    run.add_argument("--scenarios", metavar="VIEW", default=None, help="scenario view (default: the dataset's first)")
+    run.add_argument("--models", nargs="+", default=list(model_names), choices=model_names, metavar="MODEL",
+                     help=f"models to run (default: all): {', '.join(model_names)}")
+    run.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
+    run.add_argument("--smoke", action="store_true", help="a quick check: 300 users, one training epoch")
+    run.add_argument("--encoder", default="all-MiniLM-L6-v2",
+                     help="text encoder: the packaged default, a Hugging Face name or a local folder")
+    run.add_argument("--output", type=Path, default=Path("results"), help="output folder (default: results/)")
+    run.add_argument("--data-dir", type=Path, default=None, help="where raw/ and cache/ live")
+    run.add_argument("--offline", action="store_true", help="skip the origin URL when fetching data")
+    run.set_defaults(run=_run)
     return parser
 
 

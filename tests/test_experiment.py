@@ -1,0 +1,80 @@
+"""The experiment runner on real ml-100k in smoke mode: table, manifest, resuming, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+from xscene_lib import experiment
+from xscene_lib.cli import build_parser
+from xscene_lib.data import DataError
+
+REAL_SOURCES = ("local", "mirror", "fallback")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(ml100k_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> experiment.Results:
+    """Popularity and BPR-MF on ml-100k (age), two seeds, smoke mode."""
+    return experiment.run_experiment("ml-100k", "age", ["popularity", "bpr"], seeds=2, smoke=True,
+                                     output_dir=tmp_path_factory.mktemp("results"), data_dir=ml100k_data_dir,
+                                     sources=REAL_SOURCES, show_progress=False)
+
+
+def test_the_table_has_a_row_per_model_seed_and_scenario(smoke_run: experiment.Results) -> None:
+    table = smoke_run.table
+    assert len(table) == 2 * 2 * 4  # models x seeds x (3 scenarios + all)
+    assert set(table["scenario"]) == {"<25", "25-34", ">=35", "all"}
+    assert table["ndcg@10"].between(0, 1).all() and (table["fit_seconds"] >= 0).all()
+    overall = table[table["scenario"] == "all"]
+    assert (overall["rows"] == experiment.SMOKE_USERS).all()  # one test row per smoke user
+    popularity = overall[overall["model"] == "popularity"]["ndcg@10"]
+    assert popularity.nunique() == 1  # no randomness in popularity: seeds agree
+    assert (smoke_run.output_dir / "results.csv").is_file()
+
+
+def test_per_row_metrics_are_kept_for_intervals(smoke_run: experiment.Results) -> None:
+    per_row = smoke_run.per_row
+    assert len(per_row) == 2 * 2 * experiment.SMOKE_USERS
+    assert {"model", "seed", "user_id", "scenario", "rank", "ndcg@10"} <= set(per_row.columns)
+
+
+def test_the_manifest_says_what_was_run(smoke_run: experiment.Results) -> None:
+    manifest = json.loads((smoke_run.output_dir / "manifest.json").read_text())
+    assert manifest["models"] == ["popularity", "bpr"] and manifest["seeds"] == [0, 1]
+    assert manifest["smoke"] is True and manifest["packages"]["torch"].startswith("2.")
+    assert set(manifest["dataset_files"]) == {"ml-100k.inter", "ml-100k.item", "ml-100k.user"}
+    assert set(manifest["peak_mib"]) == {"popularity", "bpr"}
+
+
+def test_a_second_run_resumes_without_fitting_again(smoke_run: experiment.Results, ml100k_data_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(seed: int, smoke: bool):
+        raise AssertionError("a finished (model, seed) pair was fitted again")
+
+    monkeypatch.setitem(experiment.MODELS, "bpr", refuse)
+    monkeypatch.setitem(experiment.MODELS, "popularity", refuse)
+    again = experiment.run_experiment("ml-100k", "age", ["popularity", "bpr"], seeds=2, smoke=True,
+                                      output_dir=smoke_run.output_dir.parent, data_dir=ml100k_data_dir,
+                                      sources=REAL_SOURCES, show_progress=False)
+    assert again.table.equals(smoke_run.table)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"models": ["deep-magic"]}, "unknown model"),
+    ({"models": []}, "unknown model"),
+    ({"seeds": 0}, "seeds"),
+    ({"seeds": [-1]}, "seeds"),
+])
+def test_bad_arguments_are_refused(arguments: dict, message: str, tmp_path: Path) -> None:
+    settings = {"models": ["popularity"], "seeds": 1} | arguments
+    with pytest.raises(DataError, match=message):
+        experiment.run_experiment("ml-100k", "age", output_dir=tmp_path, show_progress=False, **settings)
+
+
+def test_the_command_line_offers_every_model() -> None:
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    models = next(action for action in run._actions if action.dest == "models")
+    assert list(models.choices) == list(experiment.MODELS)

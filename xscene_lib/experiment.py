@@ -1,0 +1,217 @@
+"""The experiment runner that the chapters and `xscene run` share.
+
+dataset -> split -> item text vectors -> each (model, seed): fit, rank the test items, metrics
+-> one tidy results table (per model, seed and scenario) and a manifest of what was run.
+
+Every finished (model, seed) pair is written to `output_dir/runs/` at once, atomically, so an
+interrupted run resumes from the pairs already done. The per-row metrics stay available for
+paired bootstrap intervals (xscene_lib.intervals).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+from tqdm.auto import tqdm
+
+from xscene_lib import datasets, store
+from xscene_lib.article import ArticleModel
+from xscene_lib.baselines import ItemKNN, Popularity, TextZeroShot
+from xscene_lib.bpr import BPRMF, SingleScenario
+from xscene_lib.data import DataError, Dataset, Split
+from xscene_lib.joint import JointModel
+from xscene_lib.metrics import ranking_metrics, summarise, target_ranks
+from xscene_lib.recommend import Recommender
+from xscene_lib.text import DEFAULT_MODEL, TextEncoder
+
+# name -> factory(seed, smoke) of an unfitted model; smoke mode trains for one short epoch
+MODELS: dict[str, Callable[[int, bool], Recommender]] = {
+    "popularity": lambda seed, smoke: Popularity(),
+    "itemknn": lambda seed, smoke: ItemKNN(),
+    "bpr": lambda seed, smoke: BPRMF(seed=seed, show_progress=False, **_short(smoke)),
+    "single-scenario": lambda seed, smoke: SingleScenario(seed=seed, show_progress=False, **_short(smoke)),
+    "text-zero-shot": lambda seed, smoke: TextZeroShot(),
+    "article": lambda seed, smoke: ArticleModel(seed=seed, show_progress=False, **_short(smoke)),
+    "joint": lambda seed, smoke: JointModel(seed=seed, show_progress=False, **_short(smoke)),
+    "joint-no-text": lambda seed, smoke: JointModel(use_text=False, seed=seed, show_progress=False, **_short(smoke)),
+    "joint-no-id": lambda seed, smoke: JointModel(use_id=False, seed=seed, show_progress=False, **_short(smoke)),
+    "joint-no-adaptation": lambda seed, smoke: JointModel(adaptation=None, seed=seed, show_progress=False,
+                                                          **_short(smoke)),
+}
+KS = (10, 20)
+SMOKE_USERS = 300  # users kept in smoke mode
+
+
+def _short(smoke: bool) -> dict[str, int]:
+    """Training settings of smoke mode: one epoch."""
+    return {"num_epochs": 1} if smoke else {}
+
+
+@dataclass(frozen=True)
+class Results:
+    """A finished experiment: the summary table, the per-row metrics and where they are stored."""
+
+    table: pd.DataFrame  # one row per (model, seed, scenario incl. "all"): metrics, fit seconds, peak MiB
+    per_row: pd.DataFrame  # one row per (model, seed, test row): rank and metrics
+    output_dir: Path
+
+
+def run_experiment(dataset: str = "ml-100k", scenarios: str | None = None,
+                   models: Sequence[str] = tuple(MODELS), seeds: int | Sequence[int] = 1, *,
+                   smoke: bool = False, encoder: str = DEFAULT_MODEL, output_dir: str | Path = "results",
+                   data_dir: str | Path | None = None, sources: Sequence[str] = datasets.SOURCES,
+                   show_progress: bool = True) -> Results:
+    """Fit and evaluate models on one dataset and scenario view over several seeds."""
+    unknown = [name for name in models if name not in MODELS]
+    if unknown or not models:
+        raise DataError(f"unknown model(s) {unknown or '(none given)'}; choose from {list(MODELS)}")
+    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else list(seeds)
+    if not seed_list or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seed_list):
+        raise DataError(f"seeds must be a positive count or a list of non-negative integers, got {seeds!r}")
+    data = datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources)
+    split = _smoke_split(data.split(), SMOKE_USERS) if smoke else data.split()
+    vectors = _item_vectors(data, encoder, data_dir) if any(_uses_text(m) for m in models) else None
+    folder = Path(output_dir) / f"{data.name}-{data.view}{'-smoke' if smoke else ''}"
+    runs = folder / "runs"
+    pairs = [(name, seed) for name in models for seed in seed_list]
+    started = time.perf_counter()
+    for name, seed in tqdm(pairs, desc=f"{data.name}/{data.view}", disable=not show_progress, unit="run"):
+        if store.tables_problem(runs / f"{name}-seed{seed}", ("per_row", "summary")) is None:
+            continue  # finished in an earlier, interrupted run
+        per_row, summary = _run_one(name, seed, smoke, data, split, vectors)
+        store.write_tables(runs / f"{name}-seed{seed}", {"per_row": per_row, "summary": summary},
+                           model=name, seed=seed)
+    finished = [store.read_tables(runs / f"{name}-seed{seed}", ("per_row", "summary")) for name, seed in pairs]
+    per_row = pd.concat([rows for rows, _ in finished], ignore_index=True)
+    table = pd.concat([summary for _, summary in finished], ignore_index=True)
+    _write_outputs(folder, table, data, dataset, seed_list, models, smoke, encoder, time.perf_counter() - started,
+                   data_dir)
+    return Results(table, per_row, folder)
+
+
+def _uses_text(name: str) -> bool:
+    """Whether a model of the registry reads item text vectors."""
+    return name in ("text-zero-shot", "article", "joint", "joint-no-id", "joint-no-adaptation")
+
+
+def _smoke_split(split: Split, n_users: int) -> Split:
+    """The split restricted to the first n_users test users (and their training rows)."""
+    users = np.sort(split.test["user_id"].unique())[:n_users]
+    keep = lambda frame: frame[frame["user_id"].isin(users)].reset_index(drop=True)  # noqa: E731
+    return Split(keep(split.train), keep(split.valid), keep(split.test))
+
+
+def _item_vectors(data: Dataset, encoder: str, data_dir: str | Path | None) -> pd.DataFrame:
+    """The encoder's vector of every item's text, indexed by item_id (read from the text cache when there)."""
+    cache = (Path(data_dir) if data_dir is not None else datasets.default_data_dir()) / "cache" / "text"
+    vectors = TextEncoder(encoder, cache_dir=cache).encode(data.items["text"].tolist())  # (n_items, d)
+    return pd.DataFrame(vectors, index=data.items["item_id"].to_numpy())
+
+
+def _run_one(name: str, seed: int, smoke: bool, data: Dataset, split: Split,
+             vectors: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit one model with one seed and evaluate it on the test rows: per-row and summary tables."""
+    model = MODELS[name](seed, smoke)
+    with _PeakMemory() as memory:
+        started = time.perf_counter()
+        model.fit(split.train, vectors if _uses_text(name) else None, items=data.items["item_id"],
+                  valid=split.valid)
+        fit_seconds = time.perf_counter() - started
+    seen = pd.concat([split.train, split.valid], ignore_index=True)  # excluded from the ranking at test time
+    test = split.test.assign(scenario=pd.Categorical(split.test["scenario"], categories=data.scenarios))
+    per_row = ranking_metrics(target_ranks(model, seen, test, candidates=_domain_candidates(data)), ks=KS)
+    per_row = per_row.assign(model=name, seed=seed, scenario=per_row["scenario"].astype(str))
+    summary = summarise(per_row.assign(scenario=test["scenario"]), by=("scenario",)).reset_index()
+    summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib)
+    summary["scenario"] = summary["scenario"].astype(str)
+    return per_row, summary
+
+
+def _domain_candidates(data: Dataset) -> dict[str, list[int]] | None:
+    """Items of each domain when scenarios are item domains (food-kitchen): a target competes in its domain."""
+    if "domain" not in data.items.columns or set(data.scenarios) != set(data.items["domain"]):
+        return None
+    return {domain: group.tolist() for domain, group in data.items.groupby("domain")["item_id"]}
+
+
+class _PeakMemory:
+    """Peak resident memory above the starting level while the block runs, sampled every 50 ms."""
+
+    def __enter__(self) -> _PeakMemory:
+        self._process, self._stop = psutil.Process(), threading.Event()
+        self._start = self._peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._process.memory_info().rss)
+        self.peak_mib = (self._peak - self._start) / 2**20
+
+
+def _write_outputs(folder: Path, table: pd.DataFrame, data: Dataset, dataset: str, seeds: list[int],
+                   models: Sequence[str], smoke: bool, encoder: str, seconds: float,
+                   data_dir: str | Path | None) -> None:
+    """Write the results table (Parquet and CSV) and the manifest, each atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    store.write_tables(folder / "table", {"results": table}, dataset=dataset, view=data.view)
+    _write_text(folder / "results.csv", table.to_csv(index=False))
+    manifest = {
+        "dataset": data.name, "view": data.view, "scenarios": data.scenarios, "models": list(models),
+        "seeds": seeds, "smoke": smoke, "encoder": str(encoder), "wall_seconds": round(seconds, 2),
+        "fit_seconds": table.groupby("model")["fit_seconds"].first().round(3).to_dict(),
+        "peak_mib": table.groupby("model")["peak_mib"].max().round(1).to_dict(),
+        "dataset_files": _dataset_manifest(data.name, data_dir),
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "cpu_count": os.cpu_count(), "packages": _versions(),
+    }
+    _write_text(folder / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+def _dataset_manifest(name: str, data_dir: str | Path | None) -> dict:
+    """The SHA-256 sums of the dataset's raw files, as recorded in its cache manifest."""
+    root = Path(data_dir) if data_dir is not None else datasets.default_data_dir()
+    cache = root / "cache" / name / store.MANIFEST
+    try:
+        return json.loads(cache.read_text())["raw_files"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the packages that shape the results."""
+    names = ("xscene", "torch", "transformers", "numpy", "pandas", "scipy", "scikit-learn")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a text file through a temporary file and a rename."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(temporary, path)
