@@ -76,23 +76,23 @@ def test_dataset_is_frozen_and_has_a_short_repr():
 
 @pytest.mark.parametrize("column", ["user_id", "item_id", "scenario", "timestamp"])
 def test_missing_interaction_column_is_named_with_the_found_ones(column):
-    with raises(rf"interactions is missing column\(s\) \['{column}'\] \(found: .*Rename your columns"):
+    with raises(rf"interactions lacks column\(s\) \['{column}'\] \(found: .*rename your columns"):
         Dataset.from_frames(toy_interactions().drop(columns=column), toy_items())
 
 
 def test_misnamed_column_shows_the_found_name():
-    with raises(r"missing column\(s\) \['user_id'\] \(found: \['user', 'item_id'"):
+    with raises(r"lacks column\(s\) \['user_id'\] \(found: \['user', 'item_id'"):
         Dataset.from_frames(toy_interactions().rename(columns={"user_id": "user"}), toy_items())
 
 
 @pytest.mark.parametrize("column", ["item_id", "text"])
 def test_missing_item_column(column):
-    with raises(rf"items is missing column\(s\) \['{column}'\]"):
+    with raises(rf"items lacks column\(s\) \['{column}'\]"):
         Dataset.from_frames(toy_interactions(), toy_items().drop(columns=column))
 
 
 def test_missing_user_column():
-    with raises(r"users is missing column\(s\) \['user_id'\]"):
+    with raises(r"users lacks column\(s\) \['user_id'\]"):
         Dataset.from_frames(toy_interactions(), toy_items(), pd.DataFrame({"id": [1, 2, 3]}))
 
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from xscene_lib.ctr_networks import Batch, FeatureEmbedding, JointNetwork, SharedBottomNetwork, StarNetwork
 from xscene_lib.ctr_protocol import GENRE_SEPARATOR, ITEM_FEATURES, USER_FEATURES, click_through_table
-from xscene_lib.data import DataError
+from xscene_lib.data import DataError, require_columns
 from xscene_lib.recommend import NotFittedError
 from xscene_lib.train import TrainHistory, seeded_generator
 from xscene_lib.train import train as train_loop
@@ -260,12 +260,7 @@ def _logits(network: nn.Module, data: Batch) -> torch.Tensor:
 
 def _check_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     """A clear error unless `frame` is a DataFrame with these columns."""
-    if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{what} lacks column(s) {missing} (found: {list(frame.columns)}); "
-                        f"make the frames with click_through_split(dataset)")
+    require_columns(frame, columns, what, "make the frames with click_through_split(dataset)")
 
 
 def _check_labelled(frame: pd.DataFrame, what: str) -> None:

@@ -1,6 +1,7 @@
 """Interaction data for multi-scenario recommendation: validation, description, filtering, splits, views."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,13 +20,18 @@ def _first(values: pd.Series) -> object:
     return values.iloc[:1].tolist()[0]
 
 
-def _fail_if_not_frame_with(frame: pd.DataFrame, what: str, required: tuple[str, ...]) -> None:
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str, hint: str = "") -> None:
+    """A DataError unless `frame` is a DataFrame with these columns; `hint` says what to do."""
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [column for column in required if column not in frame.columns]
+    missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise DataError(f"{what} is missing column(s) {missing} (found: {list(frame.columns)}). "
-                        f"Rename your columns or pass a frame with {', '.join(required)}")
+        advice = f"; {hint}" if hint else ""
+        raise DataError(f"{what} lacks column(s) {missing} (found: {list(frame.columns)}){advice}")
+
+
+def _fail_if_not_frame_with(frame: pd.DataFrame, what: str, required: tuple[str, ...]) -> None:
+    require_columns(frame, required, what, f"rename your columns or pass a frame with {', '.join(required)}")
     if frame.empty:
         raise DataError(f"{what} is empty; pass a frame with at least one row")
 

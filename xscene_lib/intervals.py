@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from xscene_lib.data import DataError
+from xscene_lib.data import DataError, require_columns
 
 RESAMPLES_AT_ONCE = 256  # bootstrap resamples drawn per block, bounding memory to 256 * n_users indices
 
@@ -86,10 +86,6 @@ def _compare(part: pd.DataFrame, baseline: str, candidate: str, unit: str, n_res
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     """A clear error when `frame` is not a non-empty DataFrame with these columns."""
-    if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"{what} must be a DataFrame, got {type(frame).__name__}")
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise DataError(f"{what} lacks column(s) {missing} (found: {list(frame.columns)})")
+    require_columns(frame, columns, what)
     if frame.empty:
         raise DataError(f"{what} has no rows; evaluate the models first")

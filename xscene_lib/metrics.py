@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from xscene_lib.data import DataError
+from xscene_lib.data import DataError, require_columns
 
 if TYPE_CHECKING:
     from xscene_lib.recommend import Recommender
@@ -70,11 +70,7 @@ def target_ranks(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, *,
 
 
 def _fail_if_lacking(frame: pd.DataFrame, what: str, columns: Sequence[str]) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"{what} must be a DataFrame of interactions, got {type(frame).__name__}")
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise DataError(f"{what} lacks column(s) {missing} (found: {list(frame.columns)})")
+    require_columns(frame, columns, what)
     if what == "test" and frame.empty:
         raise DataError("test has no rows, so there is nothing to rank; check the split")
 

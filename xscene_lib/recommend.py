@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from xscene_lib.data import DataError
+from xscene_lib.data import DataError, require_columns
 from xscene_lib.metrics import ranking_metrics
 
 TRAIN_COLUMNS = ("user_id", "item_id", "scenario")
@@ -199,9 +199,7 @@ def _checked_train(train: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(train, pd.DataFrame):
         raise DataError(f"fit needs the training interactions as a DataFrame (e.g. dataset.split().train), "
                         f"got {type(train).__name__}")
-    missing = [c for c in TRAIN_COLUMNS if c not in train.columns]
-    if missing:
-        raise DataError(f"training interactions lack column(s) {missing} (found: {list(train.columns)})")
+    require_columns(train, TRAIN_COLUMNS, "training interactions")
     if train.empty:
         raise DataError("the training interactions are empty; check the split and any filtering before fit")
     return train
