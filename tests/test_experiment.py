@@ -78,3 +78,18 @@ def test_the_command_line_offers_every_model() -> None:
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     models = next(action for action in run._actions if action.dest == "models")
     assert list(models.choices) == list(experiment.MODELS)
+
+
+def test_compare_gives_intervals_per_scenario_and_for_cold_items(smoke_run: experiment.Results) -> None:
+    table = experiment.compare(smoke_run, pairs=[("popularity", "bpr")], n_resamples=200)
+    assert set(table["slice"]) <= {"all items", "cold items"} and "all items" in set(table["slice"])
+    overall = table[(table["slice"] == "all items") & (table["scenario"] == "all")].iloc[0]
+    assert overall["n_units"] == experiment.SMOKE_USERS
+    assert overall["ci_low"] <= overall["difference"] <= overall["ci_high"]
+    with pytest.raises(DataError, match="none of the pairs"):
+        experiment.compare(smoke_run, pairs=[("joint", "article")])
+
+
+def test_cold_items_are_flagged_from_training_counts(smoke_run: experiment.Results) -> None:
+    per_row = smoke_run.per_row
+    assert per_row["cold_item"].dtype == bool and per_row["cold_item"].any() and not per_row["cold_item"].all()

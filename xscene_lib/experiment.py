@@ -52,6 +52,10 @@ MODELS: dict[str, Callable[[int, bool], Recommender]] = {
                                                           **_short(smoke)),
 }
 KS = (10, 20)
+COLD_ITEM_MAX = 5  # a test item with at most this many training interactions in its scenario is "cold"
+# (baseline, candidate) pairs the book compares: the joint model against ID-only training, against itself
+# without text, against one model per scenario, and against the article's model as written
+COMPARISONS = (("bpr", "joint"), ("joint-no-text", "joint"), ("single-scenario", "joint"), ("article", "joint"))
 SMOKE_USERS = 300  # users kept in smoke mode
 
 
@@ -133,7 +137,11 @@ def _run_one(name: str, seed: int, smoke: bool, data: Dataset, split: Split,
     seen = pd.concat([split.train, split.valid], ignore_index=True)  # excluded from the ranking at test time
     test = split.test.assign(scenario=pd.Categorical(split.test["scenario"], categories=data.scenarios))
     per_row = ranking_metrics(target_ranks(model, seen, test, candidates=_domain_candidates(data)), ks=KS)
-    per_row = per_row.assign(model=name, seed=seed, scenario=per_row["scenario"].astype(str))
+    item_counts = split.train.groupby(["item_id", "scenario"]).size()  # training rows per (item, scenario)
+    in_train = item_counts.reindex(pd.MultiIndex.from_frame(split.test[["item_id", "scenario"]].astype(
+        {"scenario": str}))).fillna(0).to_numpy()
+    per_row = per_row.assign(model=name, seed=seed, scenario=per_row["scenario"].astype(str),
+                             cold_item=in_train <= COLD_ITEM_MAX)
     summary = summarise(per_row.assign(scenario=test["scenario"]), by=("scenario",)).reset_index()
     summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib)
     summary["scenario"] = summary["scenario"].astype(str)
@@ -145,6 +153,28 @@ def _domain_candidates(data: Dataset) -> dict[str, list[int]] | None:
     if "domain" not in data.items.columns or set(data.scenarios) != set(data.items["domain"]):
         return None
     return {domain: group.tolist() for domain, group in data.items.groupby("domain")["item_id"]}
+
+
+def compare(results: Results, pairs: Sequence[tuple[str, str]] = COMPARISONS, metric: str = "ndcg@10",
+            n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Paired bootstrap intervals (over users) of candidate - baseline, per scenario and for cold items."""
+    from xscene_lib.intervals import paired_bootstrap
+
+    present = set(results.per_row["model"])
+    tables = []
+    for baseline, candidate in pairs:
+        if not {baseline, candidate} <= present:
+            continue
+        for slice_name, rows in (("all items", results.per_row), ("cold items", results.per_row[
+                results.per_row["cold_item"]] if "cold_item" in results.per_row else results.per_row.iloc[:0])):
+            if rows.empty:
+                continue
+            table = paired_bootstrap(rows, metric, baseline, candidate, n_resamples=n_resamples, seed=seed)
+            tables.append(table.assign(baseline_model=baseline, candidate_model=candidate, slice=slice_name,
+                                       metric=metric))
+    if not tables:
+        raise DataError(f"none of the pairs {list(pairs)} has both models in the results; run them first")
+    return pd.concat(tables, ignore_index=True)
 
 
 class _PeakMemory:
