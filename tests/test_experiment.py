@@ -1,10 +1,11 @@
-"""The experiment runner on real ml-100k in smoke mode: table, manifest, resuming, clear errors."""
+"""The experiment runner on real data in smoke mode (ml-100k; food-kitchen when a mirror holds it)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 
@@ -93,3 +94,36 @@ def test_compare_gives_intervals_per_scenario_and_for_cold_items(smoke_run: expe
 def test_cold_items_are_flagged_from_training_counts(smoke_run: experiment.Results) -> None:
     per_row = smoke_run.per_row
     assert per_row["cold_item"].dtype == bool and per_row["cold_item"].any() and not per_row["cold_item"].all()
+
+
+@pytest.fixture(scope="module")
+def food_kitchen_run(food_kitchen, real_data_dir: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> experiment.Results:
+    """Popularity on food-kitchen, one seed, smoke mode: full ranking per domain and the sampled protocol."""
+    return experiment.run_experiment("food-kitchen", models=["popularity"], seeds=1, smoke=True,
+                                     output_dir=tmp_path_factory.mktemp("results"), data_dir=real_data_dir,
+                                     sources=REAL_SOURCES, show_progress=False)
+
+
+def test_food_kitchen_ranks_each_target_within_its_domain(food_kitchen, food_kitchen_run: experiment.Results) -> None:
+    assert set(food_kitchen_run.table["scenario"]) == {"food", "kitchen", "all"}
+    per_row = food_kitchen_run.per_row
+    assert len(per_row) == experiment.SMOKE_USERS and per_row["known"].all()
+    split = food_kitchen.split()
+    seen = pd.concat([split.train, split.valid])
+    domain = food_kitchen.items.set_index("item_id")["domain"]
+    domain_size = domain.value_counts()
+    for row in per_row.itertuples():  # the domain's items, less the user's own there (the target stays)
+        own = set(seen.loc[seen["user_id"] == row.user_id, "item_id"]) - {row.item_id}
+        assert row.n_candidates == domain_size[row.scenario] - (domain[list(own)] == row.scenario).sum()
+    assert (per_row.loc[per_row["scenario"] == "food", "n_candidates"] <= 8661).all()
+
+
+def test_food_kitchen_reports_the_sampled_protocol_too(food_kitchen_run: experiment.Results) -> None:
+    per_row, table = food_kitchen_run.per_row, food_kitchen_run.table
+    assert (per_row["sampled_rank"] <= per_row["rank"]).all() and (per_row["sampled_rank"] <= 1000).all()
+    for k in experiment.SAMPLED_KS:
+        assert {f"sampled_recall@{k}", f"sampled_ndcg@{k}"} <= set(table.columns)
+    for k in set(experiment.SAMPLED_KS) & set(experiment.KS):
+        for metric in ("recall", "ndcg"):
+            assert (table[f"sampled_{metric}@{k}"] >= table[f"{metric}@{k}"]).all()

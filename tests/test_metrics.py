@@ -4,7 +4,7 @@ import pytest
 
 from xscene_lib.baselines import Popularity
 from xscene_lib.data import DataError
-from xscene_lib.metrics import item_coverage, ranking_metrics, summarise, target_ranks
+from xscene_lib.metrics import item_coverage, ranking_metrics, sampled_ranks, summarise, target_ranks
 from xscene_lib.recommend import NotFittedError, Recommender
 from xscene_lib.synthetic import synthetic
 
@@ -198,3 +198,74 @@ def test_candidates_restrict_the_ranking_to_a_scenarios_items():
     assert ranks["known"].tolist() == [True, True, False]  # item 10 does not compete in scenario a
     with raises("no candidate item"):
         target_ranks(fitted(), TRAIN, TEST, candidates={"a": [99]})
+
+
+# --- sampled_ranks -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rows, n_negatives", [
+    ([(1, 12, "a"), (1, 12, "b")], 2),  # user 1 has 10 and 11 excluded: 2 negatives left in each scenario
+    ([(2, 13, "a")], 3),
+    ([(2, 12, "b")], 4),  # the target is in training but is no negative of itself
+])
+def test_sampled_ranks_with_every_other_candidate_drawn_equal_the_full_ranking(rows, n_negatives):
+    sampled = sampled_ranks(fitted(), TRAIN, frame(rows), n_negatives=n_negatives)
+    full = target_ranks(fitted(), TRAIN, frame(rows))
+    assert sampled["rank"].tolist() == full["rank"].tolist()
+    assert sampled["n_candidates"].tolist() == [n_negatives + 1] * len(rows)
+
+
+def test_sampled_ranks_of_the_best_and_the_worst_target_do_not_depend_on_the_draw():
+    test = frame([(1, 10, "b"), (2, 14, "b")])  # 10 scores highest for user 1, 14 lowest for user 2
+    for seed in range(5):
+        assert sampled_ranks(fitted(), TRAIN, test, n_negatives=2, seed=seed)["rank"].tolist() == [1.0, 3.0]
+
+
+def test_sampled_ranks_draw_uniformly_from_the_items_left():
+    # user 2, scenario b, target 11 (score 3): of the negatives 10 (4), 13 (1), 14 (0) only 10 is higher;
+    # 12 (2) is the user's own and never drawn, else the share of rank 2 would be 1/4
+    ranks = sampled_ranks(fitted(), TRAIN, frame([(2, 11, "b")] * 1000), n_negatives=1)["rank"]
+    assert set(ranks) == {1.0, 2.0}
+    assert 0.29 < (ranks == 2.0).mean() < 0.38
+
+
+def test_sampled_ranks_count_ties_half_and_give_unscorable_rows_the_worst_rank():
+    ranks = sampled_ranks(fitted(), TRAIN, frame([(2, 13, "a"), (3, 10, "a"), (1, 10, "c")]), n_negatives=2)
+    assert ranks["rank"].tolist() == [2.0, 3.0, 3.0]  # user 2 scores every item of a alike: 1 + 2/2
+    assert ranks["known"].tolist() == [True, False, False]
+
+
+def test_sampled_ranks_are_deterministic_per_seed_and_do_not_depend_on_batching():
+    dataset, _ = synthetic(n_users=40, n_items=30, interactions_per_user=8, seed=3)
+    split = dataset.split()
+    model = Popularity().fit(split.train)
+    first = sampled_ranks(model, split.train, split.test, n_negatives=10, seed=7)
+    assert first.equals(sampled_ranks(model, split.train, split.test, n_negatives=10, seed=7, batch_size=3))
+    assert not first["rank"].equals(sampled_ranks(model, split.train, split.test, n_negatives=10, seed=8)["rank"])
+    assert (first["rank"] <= 11).all() and (first["n_candidates"] == 11).all()
+    assert set(ranking_metrics(first, ks=(1, 5, 10)).columns) >= {"recall@1", "ndcg@5", "ndcg@10"}
+
+
+def test_sampled_ranks_keep_to_the_scenarios_candidates():
+    test = frame([(2, 13, "a"), (2, 10, "a")])
+    ranks = sampled_ranks(fitted(), TRAIN, test, n_negatives=1, candidates={"a": [12, 13, 14]})
+    assert ranks["rank"].tolist() == [1.5, 2.0]  # only 14 is left to draw: a tie; 10 does not compete
+    assert ranks["known"].tolist() == [True, False]
+
+
+def test_sampled_ranks_refuse_too_few_candidates_and_bad_settings():
+    with raises("scenario 'a' has 5 candidate items"):
+        sampled_ranks(fitted(), TRAIN, TEST, n_negatives=5)
+    with raises("scenario 'a' has 3 candidate items"):
+        sampled_ranks(fitted(), TRAIN, TEST, n_negatives=3, candidates={"a": [12, 13, 14]})
+    with raises("user 1 has 2 items left"):
+        sampled_ranks(fitted(), TRAIN, frame([(1, 12, "b")]), n_negatives=4)
+    for settings in ({"n_negatives": 0}, {"n_negatives": 2.5}, {"seed": -1}, {"batch_size": 0}):
+        with raises("must be an integer"):
+            sampled_ranks(fitted(), TRAIN, TEST, **settings)
+    with raises("no rows"):
+        sampled_ranks(fitted(), TRAIN, TEST.iloc[:0])
+    with pytest.raises(NotFittedError):
+        sampled_ranks(FixedScores(SCORES), TRAIN, TEST)
+    broken = FixedScores({"a": [[np.nan] * 5] * 2, "b": SCORES["b"]}).fit(TRAIN, items=[10, 11, 12, 13, 14])
+    with raises("NaN"):
+        sampled_ranks(broken, TRAIN, TEST, n_negatives=2)

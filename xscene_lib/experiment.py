@@ -6,6 +6,12 @@ dataset -> split -> item text vectors -> each (model, seed): fit, rank the test 
 Every finished (model, seed) pair is written to `output_dir/runs/` at once, atomically, so an
 interrupted run resumes from the pairs already done. The per-row metrics stay available for
 paired bootstrap intervals (xscene_lib.intervals).
+
+When the scenarios are item domains (food-kitchen), a target is ranked against every item of its own domain,
+and the per-row metrics also hold the origin paper's sampled protocol: the target against SAMPLED_NEGATIVES
+random negatives from its domain (`metrics.sampled_ranks`), as `sampled_rank` and `sampled_<metric>@k` for k in
+SAMPLED_KS. Sampled metrics are never lower than the full-ranking ones and are reported only for comparison with
+published numbers; the full ranking is the stricter measure.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from xscene_lib.baselines import ItemKNN, Popularity, TextZeroShot
 from xscene_lib.bpr import BPRMF, SingleScenario
 from xscene_lib.data import DataError, Dataset, Split
 from xscene_lib.joint import JointModel
-from xscene_lib.metrics import ranking_metrics, summarise, target_ranks
+from xscene_lib.metrics import ranking_metrics, sampled_ranks, summarise, target_ranks
 from xscene_lib.recommend import Recommender
 from xscene_lib.text import DEFAULT_MODEL, TextEncoder
 
@@ -57,6 +63,8 @@ COLD_ITEM_MAX = 5  # a test item with at most this many training interactions in
 # without text, against one model per scenario, and against the article's model as written
 COMPARISONS = (("bpr", "joint"), ("joint-no-text", "joint"), ("single-scenario", "joint"), ("article", "joint"))
 SMOKE_USERS = 300  # users kept in smoke mode
+SAMPLED_NEGATIVES = 999  # negatives per target in the sampled protocol of food-kitchen's origin
+SAMPLED_KS = (1, 5, 10)  # its cut-offs: HR and NDCG at 1, 5 and 10
 
 
 def _short(smoke: bool) -> dict[str, int]:
@@ -136,7 +144,10 @@ def _run_one(name: str, seed: int, smoke: bool, data: Dataset, split: Split,
         fit_seconds = time.perf_counter() - started
     seen = pd.concat([split.train, split.valid], ignore_index=True)  # excluded from the ranking at test time
     test = split.test.assign(scenario=pd.Categorical(split.test["scenario"], categories=data.scenarios))
-    per_row = ranking_metrics(target_ranks(model, seen, test, candidates=_domain_candidates(data)), ks=KS)
+    candidates = _domain_candidates(data)
+    per_row = ranking_metrics(target_ranks(model, seen, test, candidates=candidates), ks=KS)
+    if candidates is not None:
+        per_row = _with_sampled_metrics(per_row, model, seen, test, candidates, seed)
     item_counts = split.train.groupby(["item_id", "scenario"]).size()  # training rows per (item, scenario)
     in_train = item_counts.reindex(pd.MultiIndex.from_frame(split.test[["item_id", "scenario"]].astype(
         {"scenario": str}))).fillna(0).to_numpy()
@@ -146,6 +157,15 @@ def _run_one(name: str, seed: int, smoke: bool, data: Dataset, split: Split,
     summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib)
     summary["scenario"] = summary["scenario"].astype(str)
     return per_row, summary
+
+
+def _with_sampled_metrics(per_row: pd.DataFrame, model: Recommender, seen: pd.DataFrame, test: pd.DataFrame,
+                          candidates: dict[str, list[int]], seed: int) -> pd.DataFrame:
+    """The per-row metrics with the sampled protocol's rank and metrics added, prefixed `sampled_`."""
+    sampled = ranking_metrics(sampled_ranks(model, seen, test, n_negatives=SAMPLED_NEGATIVES, candidates=candidates,
+                                            seed=seed), ks=SAMPLED_KS)
+    columns = ["rank"] + [column for column in sampled.columns if "@" in str(column)]
+    return per_row.join(sampled[columns].add_prefix("sampled_"))
 
 
 def _domain_candidates(data: Dataset) -> dict[str, list[int]] | None:

@@ -13,6 +13,9 @@ credit for luck. A test row the model cannot score (user not in training, item n
 seen in training) is kept, marked `known=False` and given the worst rank, the number of candidates: it
 counts as a miss instead of silently leaving the average.
 
+`sampled_ranks` is the looser protocol of some papers: the target against a fixed number of random negatives
+from its scenario's candidates (the user's items left out), with ties and unscorable rows treated alike.
+
 `ranking_metrics` turns ranks into per-row metrics at each cut-off k; each test row has a single target, so
 recall@k equals the hit rate HR@k. `summarise` averages them per scenario (or any other columns) and overall.
 """
@@ -181,3 +184,72 @@ def item_coverage(recommendations: pd.DataFrame, n_items: int) -> float:
         raise DataError(f"the recommendations hold {distinct} distinct items, more than n_items={n_items}; "
                         f"pass the size of the whole catalogue, e.g. len(model.item_ids_)")
     return distinct / n_items
+
+
+def sampled_ranks(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, *, n_negatives: int = 999,
+                  candidates: Mapping[str, Sequence[int]] | None = None, seed: int = 0,
+                  scenario_column: str = "scenario", batch_size: int = 1024) -> pd.DataFrame:
+    """The test rows with the rank of each target among n_negatives random negatives; adds rank, known, n_candidates.
+
+    The negatives of a row are drawn uniformly without replacement from its scenario's `candidates` (every
+    item of the model by default), leaving out the target and the user's items in `train`. Ties count half,
+    as in `target_ranks`, and a row the model cannot score gets the worst rank, n_negatives + 1. The draws
+    depend only on `seed` and the test rows, not on `batch_size`.
+    """
+    _fail_if_lacking(test, "test", (*TARGET_COLUMNS, scenario_column))
+    _fail_if_lacking(train, "train", TARGET_COLUMNS)
+    for name, value, least in (("n_negatives", n_negatives, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+            raise DataError(f"{name} must be an integer >= {least}, got {value!r}")
+    users = model.user_index(test["user_id"].to_numpy())  # (n_rows,), -1 when unknown; fails if unfitted
+    targets = pd.Index(model.item_ids_).get_indexer(test["item_id"].to_numpy())  # (n_rows,), -1 when unknown
+    scenarios = test[scenario_column].astype("str").to_numpy()
+    excluded = _excluded_items(model, train)  # (n_users, n_items), sparse
+    outside = _outside_candidates(model, candidates)  # scenario -> (n_items,) bool, True = not competing
+    known = (users >= 0) & (targets >= 0) & np.isin(scenarios, model.scenarios_)
+    for scenario, mask in outside.items():  # a target outside its scenario's candidates cannot be ranked
+        known &= ~((scenarios == scenario) & mask[np.maximum(targets, 0)])
+    rank = np.full(len(test), float(n_negatives + 1))
+    rng = np.random.default_rng(seed)  # drawn from scenario by scenario, rows in user order
+    for scenario in np.unique(scenarios[known]):
+        pool = np.flatnonzero(~outside[scenario]) if scenario in outside else np.arange(len(model.item_ids_))
+        if len(pool) < n_negatives + 1:
+            raise DataError(f"scenario {scenario!r} has {len(pool)} candidate items, fewer than the target and "
+                            f"n_negatives={n_negatives} negatives; lower n_negatives or widen the candidates")
+        rows = np.flatnonzero(known & (scenarios == scenario))
+        rows = rows[np.argsort(users[rows], kind="stable")]  # a user's rows fall in one batch
+        for batch in _user_batches(users[rows], batch_size):
+            batch_rows = rows[batch]
+            rank[batch_rows] = _sampled_ranks_in_batch(model, scenario, users[batch_rows], targets[batch_rows],
+                                                       excluded, pool, n_negatives, rng)
+    ranked = test.reset_index(drop=True).copy()
+    ranked["rank"], ranked["known"] = rank, known
+    ranked["n_candidates"] = np.full(len(test), n_negatives + 1, dtype=np.int64)
+    return ranked
+
+
+def _sampled_ranks_in_batch(model: Recommender, scenario: str, users: np.ndarray, targets: np.ndarray,
+                            excluded: sp.csr_matrix, pool: np.ndarray, n_negatives: int,
+                            rng: np.random.Generator) -> np.ndarray:
+    """Rank of each target among negatives drawn from `pool` (item indices), for rows of one scenario."""
+    rows = np.arange(len(users))
+    barred = excluded[users][:, pool].toarray() > 0  # (n_rows, n_pool), the user's own items
+    position = np.full(len(model.item_ids_), -1)
+    position[pool] = np.arange(len(pool))
+    barred[rows, position[targets]] = True  # the target is never its own negative
+    available = len(pool) - barred.sum(axis=1)
+    if (available < n_negatives).any():
+        short = int(np.argmax(available < n_negatives))
+        raise DataError(f"user {model.user_ids_[users[short]]} has {available[short]} items left to draw from in "
+                        f"scenario {scenario!r} once their own items are left out, fewer than "
+                        f"n_negatives={n_negatives}; lower n_negatives")
+    keys = rng.random((len(users), len(pool)))  # (n_rows, n_pool): the negatives are the smallest keys
+    keys[barred] = np.inf
+    negatives = pool[np.argpartition(keys, n_negatives - 1, axis=1)[:, :n_negatives]]  # (n_rows, n_negatives)
+    batch_users, row_of = np.unique(users, return_inverse=True)
+    scores = model.score(model.user_ids_[batch_users], scenario)[row_of]  # (n_rows, n_items)
+    if np.isnan(scores).any():
+        raise DataError(f"{type(model).__name__} returned NaN scores in scenario {scenario!r}; fix the model")
+    target_scores = scores[rows, targets][:, None]  # (n_rows, 1)
+    negative_scores = np.take_along_axis(scores, negatives, axis=1)  # (n_rows, n_negatives)
+    return 1.0 + (negative_scores > target_scores).sum(axis=1) + (negative_scores == target_scores).sum(axis=1) / 2.0
