@@ -78,13 +78,25 @@ def test_bad_arguments_are_refused(arguments: dict, message: str, tmp_path: Path
 def test_the_command_line_offers_every_model() -> None:
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     models = next(action for action in run._actions if action.dest == "models")
-    assert list(models.choices) == list(experiment.MODELS)
+    assert list(models.choices) == list(experiment.MODELS) + list(experiment.CLICK_MODELS)
+
+
+def test_click_through_protocol_in_smoke_mode(ml1m, real_data_dir: Path, tmp_path: Path) -> None:
+    table = experiment.run_click_through("ml-1m", "age", ["shared-bottom", "joint-ctr-no-text"], seeds=1, smoke=True,
+                                         output_dir=tmp_path, data_dir=real_data_dir, sources=REAL_SOURCES,
+                                         show_progress=False)
+    assert set(table["scenario"]) == {"<25", "25-34", ">=35", "all"}
+    assert set(table["model"]) == {"shared-bottom", "joint-ctr-no-text"}
+    assert table["auc"].between(0, 1).all() and (table["logloss"] > 0).all()
+    assert (tmp_path / "ml-1m-age-click-through-smoke" / "manifest.json").is_file()
+    with pytest.raises(DataError, match="unknown click-through model"):
+        experiment.run_click_through("ml-1m", models=["bpr"], output_dir=tmp_path, show_progress=False)
 
 
 def test_compare_gives_intervals_per_scenario_and_for_cold_items(smoke_run: experiment.Results) -> None:
     table = experiment.compare(smoke_run, pairs=[("popularity", "bpr")], n_resamples=200)
-    assert set(table["slice"]) <= {"all items", "cold items"} and "all items" in set(table["slice"])
-    overall = table[(table["slice"] == "all items") & (table["scenario"] == "all")].iloc[0]
+    assert set(table["slice"]) <= {"all", "cold items", "cold users"} and "all" in set(table["slice"])
+    overall = table[(table["slice"] == "all") & (table["scenario"] == "all")].iloc[0]
     assert overall["n_units"] == experiment.SMOKE_USERS
     assert overall["ci_low"] <= overall["difference"] <= overall["ci_high"]
     with pytest.raises(DataError, match="none of the pairs"):

@@ -17,7 +17,7 @@ TABLE = pd.DataFrame([(model, seed, scenario, 0.1 * (seed + 1) + (model == "join
                      columns=["model", "seed", "scenario", "ndcg@10"])
 # 2 pairs x 2 slices x 2 scenarios, as from experiment.compare
 COMPARE = pd.DataFrame([(candidate, "bpr", slice_name, scenario, 0.02, -0.01, 0.05, "ndcg@10")
-                        for candidate in ("joint", "article") for slice_name in ("all items", "cold items")
+                        for candidate in ("joint", "article") for slice_name in ("all", "cold items")
                         for scenario in ("young", "all")],
                        columns=["candidate_model", "baseline_model", "slice", "scenario", "difference", "ci_low",
                                 "ci_high", "metric"])
@@ -69,7 +69,7 @@ def test_comparison_forest_has_a_row_per_comparison():
     (ax,) = comparison_forest(COMPARE).axes
     labels = [label.get_text() for label in ax.get_yticklabels()]
     assert len(labels) == len(COMPARE)
-    assert labels[0] == "joint - bpr | all items | young"
+    assert labels[0] == "joint - bpr | all | young"
 
 
 def test_plots_reject_missing_columns_and_bad_bins():

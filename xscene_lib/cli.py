@@ -35,12 +35,18 @@ def _run(args: argparse.Namespace) -> None:
     """Fit and evaluate models over seeds; print the per-scenario table and where results went."""
     from xscene_lib import experiment  # imports torch and the models: only when running
 
-    results = experiment.run_experiment(args.dataset, args.scenarios, args.models, args.seeds, smoke=args.smoke,
-                                        encoder=args.encoder, output_dir=args.output, data_dir=args.data_dir,
-                                        sources=_sources(args))
-    table = results.table.groupby(["model", "scenario"], sort=False)[["ndcg@10", "recall@10"]].agg(["mean", "std"])
-    print(table.round(4).to_string())
-    print(f"results: {results.output_dir / 'results.csv'} (manifest: {results.output_dir / 'manifest.json'})")
+    settings = dict(smoke=args.smoke, encoder=args.encoder, output_dir=args.output, data_dir=args.data_dir,
+                    sources=_sources(args))
+    if args.protocol == "click-through":
+        models = args.models or list(experiment.CLICK_MODELS)
+        table = experiment.run_click_through(args.dataset, args.scenarios, models, args.seeds, **settings)
+        columns = ["auc", "logloss"]
+    else:
+        models = args.models or list(experiment.MODELS)
+        table = experiment.run_experiment(args.dataset, args.scenarios, models, args.seeds, **settings).table
+        columns = [c for c in table.columns if c in ("ndcg@10", "recall@10", "sampled_ndcg@10", "sampled_recall@10")]
+    print(table.groupby(["model", "scenario"], sort=False)[columns].agg(["mean", "std"]).round(4).to_string())
+    print(f"results and manifest in {args.output}/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     model_names = ("popularity", "itemknn", "bpr", "single-scenario", "text-zero-shot", "article", "joint",
                    "joint-no-text", "joint-no-id", "joint-no-adaptation")
+    click_names = ("shared-bottom", "star", "joint-ctr", "joint-ctr-no-text")
     run = commands.add_parser("run", help="fit and evaluate models on a dataset over several seeds",
                               description="Split the dataset (temporal leave-one-out, or the given split), encode "
                               "item texts, fit each model for each seed, rank every test item against all items, "
@@ -83,8 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "resumes from the finished (model, seed) pairs.")
     run.add_argument("--dataset", default="ml-100k", help=f"dataset name ({names}; default: ml-100k)")
     run.add_argument("--scenarios", metavar="VIEW", default=None, help="scenario view (default: the dataset's first)")
-    run.add_argument("--models", nargs="+", default=list(model_names), choices=model_names, metavar="MODEL",
-                     help=f"models to run (default: all): {', '.join(model_names)}")
+    run.add_argument("--protocol", choices=("top-k", "click-through"), default="top-k",
+                     help="top-k: full ranking of each user's held-out item (default); click-through: AUC and "
+                     "log loss of rating > 3 on a random 80/10/10 split (use with --dataset ml-1m)")
+    run.add_argument("--models", nargs="+", default=None, choices=model_names + click_names, metavar="MODEL",
+                     help=f"models to run (default: all of the protocol's). top-k: {', '.join(model_names)}; "
+                     f"click-through: {', '.join(click_names)}")
     run.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
     run.add_argument("--smoke", action="store_true", help="a quick check: 300 users, one training epoch")
     run.add_argument("--encoder", default="all-MiniLM-L6-v2",

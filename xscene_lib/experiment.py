@@ -37,6 +37,8 @@ from xscene_lib import datasets, store
 from xscene_lib.article import ArticleModel
 from xscene_lib.baselines import ItemKNN, Popularity, TextZeroShot
 from xscene_lib.bpr import BPRMF, SingleScenario
+from xscene_lib.ctr import STAR, ClickModel, JointCTR, SharedBottom
+from xscene_lib.ctr_protocol import click_through_split
 from xscene_lib.data import DataError, Dataset, Split
 from xscene_lib.joint import JointModel
 from xscene_lib.metrics import ranking_metrics, sampled_ranks, summarise, target_ranks
@@ -57,8 +59,16 @@ MODELS: dict[str, Callable[[int, bool], Recommender]] = {
     "joint-no-adaptation": lambda seed, smoke: JointModel(adaptation=None, seed=seed, show_progress=False,
                                                           **_short(smoke)),
 }
+# the click-through protocol (ml-1m, Scenario-Wise Rec): name -> factory(seed, smoke) of an unfitted model
+CLICK_MODELS: dict[str, Callable[[int, bool], ClickModel]] = {
+    "shared-bottom": lambda seed, smoke: SharedBottom(seed=seed, **_short(smoke)),
+    "star": lambda seed, smoke: STAR(seed=seed, **_short(smoke)),
+    "joint-ctr": lambda seed, smoke: JointCTR(seed=seed, **_short(smoke)),
+    "joint-ctr-no-text": lambda seed, smoke: JointCTR(use_text=False, seed=seed, **_short(smoke)),
+}
+SMOKE_CLICKS = 20_000  # training rows kept in smoke mode (a tenth of that for valid and test)
 KS = (10, 20)
-COLD_ITEM_MAX = 5  # a test item with at most this many training interactions in its scenario is "cold"
+COLD_MAX = 5  # a test item (user) with at most this many training interactions in its scenario is "cold"
 # (baseline, candidate) pairs the book compares: the joint model against ID-only training, against itself
 # without text, against one model per scenario, and against the article's model as written
 COMPARISONS = (("bpr", "joint"), ("joint-no-text", "joint"), ("single-scenario", "joint"), ("article", "joint"))
@@ -90,9 +100,7 @@ def run_experiment(dataset: str = "ml-100k", scenarios: str | None = None,
     unknown = [name for name in models if name not in MODELS]
     if unknown or not models:
         raise DataError(f"unknown model(s) {unknown or '(none given)'}; choose from {list(MODELS)}")
-    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else list(seeds)
-    if not seed_list or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seed_list):
-        raise DataError(f"seeds must be a positive count or a list of non-negative integers, got {seeds!r}")
+    seed_list = _checked_seeds(seeds)
     data = datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources)
     split = _smoke_split(data.split(), SMOKE_USERS) if smoke else data.split()
     vectors = _item_vectors(data, encoder, data_dir) if any(_uses_text(m) for m in models) else None
@@ -100,7 +108,9 @@ def run_experiment(dataset: str = "ml-100k", scenarios: str | None = None,
     runs = folder / "runs"
     pairs = [(name, seed) for name in models for seed in seed_list]
     started = time.perf_counter()
-    for name, seed in tqdm(pairs, desc=f"{data.name}/{data.view}", disable=not show_progress, unit="run"):
+    bar = tqdm(pairs, desc=f"{data.name}/{data.view}", disable=not show_progress, unit="run")
+    for name, seed in bar:
+        bar.set_postfix(model=name, seed=seed)
         if store.tables_problem(runs / f"{name}-seed{seed}", ("per_row", "summary")) is None:
             continue  # finished in an earlier, interrupted run
         per_row, summary = _run_one(name, seed, smoke, data, split, vectors)
@@ -112,6 +122,55 @@ def run_experiment(dataset: str = "ml-100k", scenarios: str | None = None,
     _write_outputs(folder, table, data, dataset, seed_list, models, smoke, encoder, time.perf_counter() - started,
                    data_dir)
     return Results(table, per_row, folder)
+
+
+def run_click_through(dataset: str = "ml-1m", scenarios: str | None = None,
+                      models: Sequence[str] = tuple(CLICK_MODELS), seeds: int | Sequence[int] = 1, *,
+                      smoke: bool = False, encoder: str = DEFAULT_MODEL, output_dir: str | Path = "results",
+                      data_dir: str | Path | None = None, sources: Sequence[str] = datasets.SOURCES,
+                      show_progress: bool = True) -> pd.DataFrame:
+    """The click-through protocol: AUC and log loss per scenario of each model and seed (label rating > 3)."""
+    unknown = [name for name in models if name not in CLICK_MODELS]
+    if unknown or not models:
+        raise DataError(f"unknown click-through model(s) {unknown or '(none given)'}; choose from {list(CLICK_MODELS)}")
+    seed_list = _checked_seeds(seeds)
+    data = datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources)
+    vectors = _item_vectors(data, encoder, data_dir) if any(m.startswith("joint-ctr") and "no-text" not in m
+                                                            for m in models) else None
+    folder = Path(output_dir) / f"{data.name}-{data.view}-click-through{'-smoke' if smoke else ''}"
+    started = time.perf_counter()
+    pairs = [(name, seed) for name in models for seed in seed_list]
+    bar = tqdm(pairs, desc=f"{data.name}/{data.view} click-through", disable=not show_progress, unit="run")
+    for name, seed in bar:
+        bar.set_postfix(model=name, seed=seed)
+        if store.tables_problem(folder / "runs" / f"{name}-seed{seed}", ("summary",)) is None:
+            continue  # finished in an earlier, interrupted run
+        split = click_through_split(data, seed=seed)  # the split is redrawn with each seed
+        if smoke:
+            split = Split(split.train.iloc[:SMOKE_CLICKS], split.valid.iloc[:SMOKE_CLICKS // 10],
+                          split.test.iloc[:SMOKE_CLICKS // 10])
+        model = CLICK_MODELS[name](seed, smoke)
+        with _PeakMemory() as memory:
+            begun = time.perf_counter()
+            model.fit(split.train, vectors if "no-text" not in name and name.startswith("joint") else None,
+                      valid=split.valid)
+            fit_seconds = time.perf_counter() - begun
+        summary = model.evaluate(split.test).rename_axis("scenario").reset_index()
+        summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib)
+        store.write_tables(folder / "runs" / f"{name}-seed{seed}", {"summary": summary}, model=name, seed=seed)
+    table = pd.concat([store.read_tables(folder / "runs" / f"{name}-seed{seed}", ("summary",))[0]
+                       for name, seed in pairs], ignore_index=True)
+    _write_outputs(folder, table, data, dataset, seed_list, models, smoke, encoder, time.perf_counter() - started,
+                   data_dir)
+    return table
+
+
+def _checked_seeds(seeds: int | Sequence[int]) -> list[int]:
+    """Seeds as a list: a count n means 0..n-1."""
+    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else list(seeds)
+    if not seed_list or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seed_list):
+        raise DataError(f"seeds must be a positive count or a list of non-negative integers, got {seeds!r}")
+    return seed_list
 
 
 def _uses_text(name: str) -> bool:
@@ -148,11 +207,9 @@ def _run_one(name: str, seed: int, smoke: bool, data: Dataset, split: Split,
     per_row = ranking_metrics(target_ranks(model, seen, test, candidates=candidates), ks=KS)
     if candidates is not None:
         per_row = _with_sampled_metrics(per_row, model, seen, test, candidates, seed)
-    item_counts = split.train.groupby(["item_id", "scenario"]).size()  # training rows per (item, scenario)
-    in_train = item_counts.reindex(pd.MultiIndex.from_frame(split.test[["item_id", "scenario"]].astype(
-        {"scenario": str}))).fillna(0).to_numpy()
     per_row = per_row.assign(model=name, seed=seed, scenario=per_row["scenario"].astype(str),
-                             cold_item=in_train <= COLD_ITEM_MAX)
+                             cold_item=_training_counts(split, "item_id") <= COLD_MAX,
+                             cold_user=_training_counts(split, "user_id") <= COLD_MAX)
     summary = summarise(per_row.assign(scenario=test["scenario"]), by=("scenario",)).reset_index()
     summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib)
     summary["scenario"] = summary["scenario"].astype(str)
@@ -168,6 +225,13 @@ def _with_sampled_metrics(per_row: pd.DataFrame, model: Recommender, seen: pd.Da
     return per_row.join(sampled[columns].add_prefix("sampled_"))
 
 
+def _training_counts(split: Split, key: str) -> np.ndarray:
+    """For each test row, the training interactions of its item (or user) in its scenario. shape: (n_test,)."""
+    counts = split.train.astype({"scenario": str}).groupby([key, "scenario"]).size()
+    rows = pd.MultiIndex.from_frame(split.test[[key, "scenario"]].astype({"scenario": str}))
+    return counts.reindex(rows).fillna(0).to_numpy()
+
+
 def _domain_candidates(data: Dataset) -> dict[str, list[int]] | None:
     """Items of each domain when scenarios are item domains (food-kitchen): a target competes in its domain."""
     if "domain" not in data.items.columns or set(data.scenarios) != set(data.items["domain"]):
@@ -177,7 +241,7 @@ def _domain_candidates(data: Dataset) -> dict[str, list[int]] | None:
 
 def compare(results: Results, pairs: Sequence[tuple[str, str]] = COMPARISONS, metric: str = "ndcg@10",
             n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Paired bootstrap intervals (over users) of candidate - baseline, per scenario and for cold items."""
+    """Paired bootstrap intervals (over users) of candidate - baseline, per scenario and on cold slices."""
     from xscene_lib.intervals import paired_bootstrap
 
     present = set(results.per_row["model"])
@@ -185,8 +249,10 @@ def compare(results: Results, pairs: Sequence[tuple[str, str]] = COMPARISONS, me
     for baseline, candidate in pairs:
         if not {baseline, candidate} <= present:
             continue
-        for slice_name, rows in (("all items", results.per_row), ("cold items", results.per_row[
-                results.per_row["cold_item"]] if "cold_item" in results.per_row else results.per_row.iloc[:0])):
+        per_row = results.per_row
+        slices = [("all", per_row)] + [(f"cold {what}s", per_row[per_row[f"cold_{what}"]])
+                                       for what in ("item", "user") if f"cold_{what}" in per_row]
+        for slice_name, rows in slices:
             if rows.empty:
                 continue
             table = paired_bootstrap(rows, metric, baseline, candidate, n_resamples=n_resamples, seed=seed)

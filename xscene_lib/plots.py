@@ -26,7 +26,7 @@ def scenario_bars(table: pd.DataFrame, metric: str = "ndcg@10") -> Figure:
     """Bars per scenario: each model's mean over seeds with its std, or each compared pair's difference with its CI."""
     if set(INTERVAL_COLUMNS) <= set(_frame(table, "table").columns):
         _require(table, ["scenario", "baseline_model", "candidate_model", *INTERVAL_COLUMNS], "a compare() table")
-        rows = table[table["slice"] == "all items"] if "slice" in table.columns else table
+        rows = table[table["slice"] == "all"] if "slice" in table.columns else table
         bars = rows.assign(series=rows["candidate_model"].astype(str) + " - " + rows["baseline_model"].astype(str),
                            value=rows["difference"], low=rows["ci_low"], high=rows["ci_high"])
         label = f"difference in {table['metric'].iloc[0] if 'metric' in table.columns else metric} (95% CI)"
