@@ -111,7 +111,7 @@ def _grouped_bars(ax: Axes, bars: pd.DataFrame, group: str) -> None:
         error = np.vstack([part["value"] - part["low"], part["high"] - part["value"]])
         ax.bar(x, part["value"], width, yerr=error, capsize=3, color=color, label=name)
     ax.set_xticks(np.arange(len(groups)), groups)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
 
 
 def _binned_lines(ax: Axes, per_row: pd.DataFrame, values: np.ndarray, edges: np.ndarray, metric: str) -> None:
