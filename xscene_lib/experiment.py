@@ -156,7 +156,8 @@ def run_click_through(dataset: str = "ml-1m", scenarios: str | None = None,
                       valid=split.valid)
             fit_seconds = time.perf_counter() - begun
         summary = model.evaluate(split.test).rename_axis("scenario").reset_index()
-        summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib)
+        summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib,
+                                 run_seconds=time.perf_counter() - begun)  # fit and evaluation
         store.write_tables(folder / "runs" / f"{name}-seed{seed}", {"summary": summary}, model=name, seed=seed)
     table = pd.concat([store.read_tables(folder / "runs" / f"{name}-seed{seed}", ("summary",))[0]
                        for name, seed in pairs], ignore_index=True)
@@ -211,7 +212,8 @@ def _run_one(name: str, seed: int, smoke: bool, data: Dataset, split: Split,
                              cold_item=_training_counts(split, "item_id") <= COLD_MAX,
                              cold_user=_training_counts(split, "user_id") <= COLD_MAX)
     summary = summarise(per_row.assign(scenario=test["scenario"]), by=("scenario",)).reset_index()
-    summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib)
+    summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib,
+                             run_seconds=time.perf_counter() - started)  # fit and evaluation
     summary["scenario"] = summary["scenario"].astype(str)
     return per_row, summary
 
@@ -294,6 +296,9 @@ def _write_outputs(folder: Path, table: pd.DataFrame, data: Dataset, dataset: st
     manifest = {
         "dataset": data.name, "view": data.view, "scenarios": data.scenarios, "models": list(models),
         "seeds": seeds, "smoke": smoke, "encoder": str(encoder), "wall_seconds": round(seconds, 2),
+        # summed over every (model, seed) run, including runs finished by earlier, interrupted invocations
+        "run_seconds_total": round(float(table.groupby(["model", "seed"])["run_seconds"].first().sum()), 2)
+        if "run_seconds" in table else None,
         "fit_seconds": table.groupby("model")["fit_seconds"].first().round(3).to_dict(),
         "peak_mib": table.groupby("model")["peak_mib"].max().round(1).to_dict(),
         "dataset_files": _dataset_manifest(data.name, data_dir),
