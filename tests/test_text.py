@@ -327,3 +327,11 @@ def test_a_moved_model_folder_still_hits_the_cache(tiny_bert: Path, tmp_path: Pa
     _encoder(tiny_bert, cache=True, cache_dir=tmp_path / "cache").encode(TEXTS)
     _encoder(moved, cache=True, cache_dir=tmp_path / "cache").encode(TEXTS)
     assert len(encoded) == 1  # identity is the folder's name and content, not its path
+
+
+def test_model_size_of_the_packaged_encoder() -> None:
+    from xscene_lib.text import model_size
+
+    size = model_size()
+    assert size["layers"] == 6 and size["hidden_size"] == 384
+    assert 20_000_000 < size["parameters"] < 25_000_000  # all-MiniLM-L6-v2: about 22.7 M

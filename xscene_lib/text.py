@@ -238,6 +238,14 @@ def _checked_texts(texts: Sequence[str] | pd.Series | np.ndarray) -> list[str]:
 # --- finding and loading models ------------------------------------------------------------
 
 
+def model_size(model: str | os.PathLike = DEFAULT_MODEL) -> dict[str, int]:
+    """The encoder's number of parameters, layers and hidden size (it is loaded to count them)."""
+    encoder, _ = load_model(locate_model(model)[1], torch.device("cpu"))
+    config = encoder.config
+    return {"parameters": sum(p.numel() for p in encoder.parameters()), "layers": config.num_hidden_layers,
+            "hidden_size": config.hidden_size}
+
+
 def locate_model(model: str | os.PathLike) -> tuple[str, Path]:
     """The model's name and the local folder with its config, tokenizer and weights (downloading hub names)."""
     if str(model) in PACKAGED_MODELS:
