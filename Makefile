@@ -24,18 +24,20 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(VENV)/bin/xscene fetch ml-100k
 
+# papermill executes notebooks/*.ipynb (full mode) into book/executed/, then jupyter-book builds
+# the site with warnings as errors; per-notebook wall times go to book/executed/timings.json.
 book: data
-	$(VENV)/bin/jupyter-book build --warningiserror --keep-going .
-	@echo "Open _build/html/index.html"
+	$(VENV)/bin/xscene book
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xscene_lib tests bench
 
+# The smoke execution of the notebooks and the site build run inside pytest (tests/test_book.py).
 test: lint
 	$(PY) -m pytest
 
 clean:
-	rm -rf _build
+	rm -rf _build book/executed
 
 # `make peers`: RecBole's models on our split, for comparison. RecBole lives in its own virtual
 # environment (.venv-peers) with the pins it needs; the main .venv never gets it. bench/README.md

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from xscene_lib import datasets
+from xscene_lib.book import NotebookError
 from xscene_lib.data import DataError, scenario_views
 
 ALL_SOURCES = ("local", "mirror", "origin", "fallback")
@@ -47,6 +48,14 @@ def _run(args: argparse.Namespace) -> None:
         columns = [c for c in table.columns if c in ("ndcg@10", "recall@10", "sampled_ndcg@10", "sampled_recall@10")]
     print(table.groupby(["model", "scenario"], sort=False)[columns].agg(["mean", "std"]).round(4).to_string())
     print(f"results and manifest in {args.output}/")
+
+
+def _book(args: argparse.Namespace) -> None:
+    """Execute the notebooks into book/executed/ and build the site with warnings as errors."""
+    from xscene_lib import book
+
+    html = book.build_site(args.smoke, args.root)
+    print(f"timings in {Path(args.root) / 'book' / 'executed' / book.TIMINGS_FILE}; open {html / 'index.html'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, default=None, help="where raw/ and cache/ live")
     run.add_argument("--offline", action="store_true", help="skip the origin URL when fetching data")
     run.set_defaults(run=_run)
+
+    book = commands.add_parser("book", help="execute the notebooks and build the book's site",
+                               description="Execute every notebooks/*.ipynb with papermill into book/executed/ "
+                               "(wall times in book/executed/timings.json), then run `jupyter-book build "
+                               "--warningiserror` on the repository root.")
+    book.add_argument("--smoke", action="store_true", help="run the notebooks in smoke mode (quick, small data)")
+    book.add_argument("--root", type=Path, default=Path("."), help="the book's root folder (default: .)")
+    book.set_defaults(run=_book)
     return parser
 
 
@@ -112,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (DataError, datasets.FetchError) as error:
+    except (DataError, datasets.FetchError, NotebookError) as error:
         print(f"xscene: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,202 @@
+"""The book: notebook hygiene, a smoke execution of every notebook, the site build and its pages.
+
+The site is built once per session into a temporary copy of the book (the repository's
+book/executed/ and _build/ are left alone), with the notebooks in smoke mode and the real ml-100k
+from the shared test data folder. Each built page is then checked for error outputs, missing
+images and broken internal links, and opened in headless Chromium when /usr/bin/chromium exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from xscene_lib import book, datasets
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CHROMIUM = Path("/usr/bin/chromium")
+MAX_CODE_LINES = 15
+BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
+# what pages may include (literalinclude of the library's code, the citation file): linked, not copied
+LINKED = ("xscene_lib", "bench", "CITATION.cff", "LICENSE", "pyproject.toml", "environment.yml", "Makefile")
+
+needs_notebooks = pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks in notebooks/ yet")
+
+
+def _source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+# --- (a) the stored notebooks ------------------------------------------------------------------
+
+
+@needs_notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_clean_and_parameterised(path: Path) -> None:
+    """One `parameters` cell that sets `smoke`, no stored outputs, short code cells."""
+    cells = json.loads(path.read_text())["cells"]
+    parameters = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(parameters) == 1, f"{path.name}: {len(parameters)} cells tagged 'parameters', expected exactly one"
+    assert "smoke" in _source(parameters[0]), f"{path.name}: the parameters cell does not set `smoke`"
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        assert not cell.get("outputs"), f"{path.name}: cell {index} has stored outputs (clear them)"
+        assert cell.get("execution_count") is None, f"{path.name}: cell {index} has an execution count"
+        lines = len(_source(cell).strip().splitlines())
+        assert lines <= MAX_CODE_LINES, f"{path.name}: code cell {index} has {lines} lines (at most {MAX_CODE_LINES})"
+
+
+def test_a_failing_notebook_is_named_with_its_cell(tmp_path: Path) -> None:
+    """The error names the notebook and the cell; no executed copy replaces a good one."""
+    import nbformat
+
+    cells = [nbformat.v4.new_markdown_cell("# Broken"),
+             nbformat.v4.new_code_cell("smoke = False", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("raise ValueError('on purpose' if smoke else 'full')")]
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3",
+                                                                              "display_name": "Python 3"}})
+    (tmp_path / "in").mkdir()
+    nbformat.write(notebook, tmp_path / "in" / "broken.ipynb")
+    out = tmp_path / "out"
+    with pytest.raises(book.NotebookError, match=r"broken\.ipynb failed in cell \d+.*ValueError: on purpose"):
+        book.execute_notebooks(True, tmp_path / "in", out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["broken.failed.ipynb"]
+
+
+# --- (b) smoke execution and the site build -----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory: pytest.TempPathFactory, ml100k_data_dir: Path) -> Path:
+    """A temporary copy of the book, its notebooks smoke-executed and the site built with -W."""
+    if not NOTEBOOKS:
+        pytest.skip("no notebooks in notebooks/ yet")
+    root = tmp_path_factory.mktemp("book-site")
+    for name in BOOK_FILES:
+        shutil.copy2(ROOT / name, root / name)
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("executed", ".*"))
+    for name in LINKED:
+        if (ROOT / name).exists():
+            (root / name).symlink_to(ROOT / name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(datasets.DATA_ENV, str(ml100k_data_dir))  # the kernels inherit it
+        patch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+        book.build_site(True, root, notebooks_dir=ROOT / "notebooks", progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def html_dir(built_book: Path) -> Path:
+    return built_book / "_build" / "html"
+
+
+def _pages(html_dir: Path) -> list[Path]:
+    return sorted(p for p in html_dir.rglob("*.html") if not p.relative_to(html_dir).parts[0].startswith("_"))
+
+
+def test_timings_are_recorded(built_book: Path) -> None:
+    timings = json.loads((built_book / "book" / "executed" / book.TIMINGS_FILE).read_text())
+    assert timings["smoke"] is True
+    assert sorted(timings["seconds"]) == sorted(p.stem for p in NOTEBOOKS)
+    assert all(seconds > 0 for seconds in timings["seconds"].values())
+
+
+def test_executed_notebooks_have_no_error_outputs(built_book: Path) -> None:
+    executed = sorted((built_book / "book" / "executed").glob("*.ipynb"))
+    assert [p.name for p in executed] == [p.name for p in NOTEBOOKS]
+    for path in executed:
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            for output in cell.get("outputs", []):
+                assert output.get("output_type") != "error" and "ename" not in output, \
+                    f"{path.name}: cell {index} has an error output: {output.get('ename')}: {output.get('evalue')}"
+
+
+def test_every_toc_page_is_built(html_dir: Path) -> None:
+    expected = ["index.html", "book/preface.html", "book/reproducibility.html", "search.html"]
+    expected += [f"book/executed/{p.stem}.html" for p in NOTEBOOKS]
+    missing = [name for name in expected if not (html_dir / name).is_file()]
+    assert not missing, f"pages missing from the built site: {missing}"
+
+
+# --- (c) the built pages ------------------------------------------------------------------------
+
+
+class _PageParser(HTMLParser):
+    """Collects links, images and error-output blocks of one page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.images: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {k: v or "" for k, v in attrs}
+        classes = attributes.get("class", "").split()
+        if tag == "a" and attributes.get("href"):
+            self.links.append(attributes["href"])
+        if tag == "img" and attributes.get("src"):
+            self.images.append(attributes["src"])
+        if "traceback" in classes or ("output" in classes and "error" in classes):
+            self.errors.append(" ".join(classes))
+
+
+def _local_target(page: Path, reference: str) -> Path | None:
+    """The file a relative link or image source points at; None for external or same-page ones."""
+    parts = urlsplit(reference)
+    if parts.scheme or parts.netloc or not parts.path:
+        return None
+    return (page.parent / unquote(parts.path)).resolve()
+
+
+def test_pages_have_no_errors_missing_images_or_broken_links(html_dir: Path) -> None:
+    problems: list[str] = []
+    for page in _pages(html_dir):
+        parser = _PageParser()
+        parser.feed(page.read_text(encoding="utf-8"))
+        name = page.relative_to(html_dir)
+        problems += [f"{name}: error output ({block})" for block in parser.errors]
+        for source in parser.images:
+            if source.startswith("data:"):
+                continue
+            target = _local_target(page, source)
+            if target is not None and not target.is_file():
+                problems.append(f"{name}: image {source} does not exist")
+        for href in parser.links:
+            target = _local_target(page, href)
+            if target is not None and not target.exists():
+                problems.append(f"{name}: link {href} points at a missing file")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed: pages are not rendered in a browser "
+                    "(.ci/run installs Chromium; on Debian: apt-get install chromium)")
+def test_pages_render_in_headless_chromium(html_dir: Path, tmp_path: Path) -> None:
+    problems: list[str] = []
+    for page in _pages(html_dir):
+        command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   "--disable-quic", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+                   "--virtual-time-budget=3000", "--dump-dom", page.as_uri()]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=90)
+        except subprocess.TimeoutExpired:
+            problems.append(f"{page.relative_to(html_dir)}: Chromium did not finish within 90 s")
+            continue
+        dom = done.stdout
+        if done.returncode != 0 or "<body" not in dom or "</html>" not in dom:
+            problems.append(f"{page.relative_to(html_dir)}: did not render (exit {done.returncode}): "
+                            f"{done.stderr.strip()[-400:]}")
+        elif 'class="bd-article' not in dom and "bd-main" not in dom:
+            problems.append(f"{page.relative_to(html_dir)}: rendered without the book's main content")
+    assert not problems, "\n".join(problems)

@@ -1,0 +1,190 @@
+"""Execute the book's notebooks with papermill and build the site with Jupyter Book.
+
+`execute_notebooks` runs every ``notebooks/*.ipynb`` (parameter ``smoke``) and writes the executed
+copies, atomically, into ``book/executed/``, which is what ``_toc.yml`` points at; Jupyter Book itself
+never executes anything (``execute_notebooks: "off"`` in ``_config.yml``). Each notebook's wall time
+goes to ``book/executed/timings.json``. `build_site` executes, then runs
+``jupyter-book build --warningiserror``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KERNEL_NAME = "python3"
+TIMINGS_FILE = "timings.json"
+
+
+class NotebookError(RuntimeError):
+    """A notebook failed to execute; the message names the notebook and the cell."""
+
+
+def _kernel_name() -> str:
+    """The kernel that runs the notebooks: ``python3``, checked to start this interpreter.
+
+    The ``python3`` spec installed by ipykernel launches ``python``, which jupyter_client replaces
+    by ``sys.executable``; so the notebooks run in the same environment (the venv) as this process.
+    A spec that names another interpreter is refused rather than silently used.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    except NoSuchKernel as error:
+        raise NotebookError(f"no Jupyter kernel named {KERNEL_NAME!r}: install ipykernel in {sys.prefix}") from error
+    program = spec.argv[0] if spec.argv else ""
+    if program not in ("python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"):
+        if Path(program).resolve() != Path(sys.executable).resolve():
+            raise NotebookError(f"kernel {KERNEL_NAME!r} ({spec.resource_dir}) starts {program}, not this "
+                                f"interpreter {sys.executable}; run `{sys.executable} -m ipykernel install "
+                                f"--sys-prefix` or remove that kernel spec")
+    return KERNEL_NAME
+
+
+def _describe_failure(path: Path, error: Exception) -> str:
+    """A one-paragraph message naming the notebook, the cell and the exception."""
+    cell = getattr(error, "cell_index", None)
+    exec_count = getattr(error, "exec_count", None)
+    ename, evalue = getattr(error, "ename", type(error).__name__), getattr(error, "evalue", str(error))
+    where = f"cell {cell}" if cell is not None else "a cell"
+    if exec_count is not None:
+        where += f" (execution count {exec_count})"
+    source = (getattr(error, "source", "") or "").strip()
+    shown = "\n".join("    " + line for line in source.splitlines()[:15])
+    return f"notebook {path} failed in {where}: {ename}: {evalue}" + (f"\n  cell source:\n{shown}" if shown else "")
+
+
+def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
+                      output_dir: str | Path = "book/executed", *, progress: bool = True,
+                      cwd: str | Path | None = None) -> list[Path]:
+    """Execute every ``*.ipynb`` of `notebooks_dir` with ``smoke`` set; return the executed copies.
+
+    Each copy is written to a temporary file in `output_dir` and renamed into place only when the
+    notebook ran to the end, so `output_dir` never holds a half-executed notebook. A failing notebook
+    raises `NotebookError` naming the notebook and the cell; its partly executed copy is kept as
+    ``<name>.failed.ipynb`` for inspection. Wall times (seconds) go to ``timings.json``.
+    Notebooks run with `cwd` (default: `notebooks_dir`) as their working folder.
+    """
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    source_dir, target_dir = Path(notebooks_dir), Path(output_dir)
+    notebooks = sorted(p for p in source_dir.glob("*.ipynb") if not p.name.startswith("."))
+    if not notebooks:
+        raise NotebookError(f"no notebooks in {source_dir.resolve()}")
+    target_dir.mkdir(parents=True, exist_ok=True)
+    kernel = _kernel_name()
+    timings: dict[str, float] = {}
+    written: list[Path] = []
+    bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
+    for notebook in bar:
+        bar.set_postfix_str(notebook.name)
+        target = target_dir / notebook.name
+        fd, scratch = tempfile.mkstemp(prefix=f".{notebook.stem}-", suffix=".ipynb", dir=target_dir)
+        os.close(fd)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(notebook), scratch, parameters={"smoke": smoke}, kernel_name=kernel,
+                                language="python", cwd=str(cwd if cwd is not None else source_dir),
+                                progress_bar=progress, log_output=False, report_mode=False)
+        except Exception as error:  # papermill's PapermillExecutionError, a dead kernel, a timeout...
+            failed = target_dir / f"{notebook.stem}.failed.ipynb"
+            if Path(scratch).exists():
+                os.replace(scratch, failed)
+            raise NotebookError(_describe_failure(notebook, error) + f"\n  partly executed copy: {failed}") from error
+        except BaseException:  # interrupted: leave no scratch file behind
+            Path(scratch).unlink(missing_ok=True)
+            raise
+        os.replace(scratch, target)
+        (target_dir / f"{notebook.stem}.failed.ipynb").unlink(missing_ok=True)
+        timings[notebook.stem] = round(time.perf_counter() - start, 2)
+        written.append(target)
+    bar.close()
+    _write_timings(target_dir, timings, smoke)
+    return written
+
+
+def _write_timings(target_dir: Path, timings: dict[str, float], smoke: bool) -> None:
+    """Write ``timings.json`` atomically: per-notebook seconds, the mode and the machine."""
+    record = {
+        "smoke": smoke,
+        "seconds": timings,
+        "total_seconds": round(sum(timings.values()), 2),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    fd, scratch = tempfile.mkstemp(prefix=".timings-", suffix=".json", dir=target_dir)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle, indent=2)
+        handle.write("\n")
+    os.replace(scratch, target_dir / TIMINGS_FILE)
+
+
+def jupyter_book_command() -> str:
+    """The jupyter-book executable beside this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "jupyter-book"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("jupyter-book")
+    if found is None:
+        raise NotebookError("jupyter-book is not installed: `pip install -e '.[book]'` (or `make install`)")
+    return found
+
+
+def build_site(smoke: bool, root: str | Path = ".", *, notebooks_dir: str | Path | None = None,
+               output_dir: str | Path | None = None, path_output: str | Path | None = None,
+               progress: bool = True) -> Path:
+    """Execute the notebooks, then build the book at `root` with warnings as errors; return the HTML folder.
+
+    `notebooks_dir` and `output_dir` default to ``notebooks/`` and ``book/executed/`` under `root`;
+    `path_output` (default: `root`) is where ``_build/`` goes.
+    """
+    root = Path(root)
+    notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else root / "notebooks"
+    output_dir = Path(output_dir) if output_dir is not None else root / "book" / "executed"
+    execute_notebooks(smoke, notebooks_dir, output_dir, progress=progress)
+    command = [jupyter_book_command(), "build", "--warningiserror", "--keep-going"]
+    if path_output is not None:
+        command += ["--path-output", str(path_output)]
+    command.append(str(root))
+    completed = subprocess.run(command)
+    if completed.returncode != 0:
+        raise NotebookError(f"jupyter-book build failed (exit {completed.returncode}): {' '.join(command)}; "
+                            "the warnings above are errors (--warningiserror)")
+    return Path(path_output if path_output is not None else root) / "_build" / "html"
+
+
+# --- a Sphinx extension (listed in _config.yml) -------------------------------------------------
+
+EXECUTED_PREFIX, SOURCE_PREFIX = "book/executed/", "notebooks/"
+
+
+def _launch_from_sources(app, pagename, templatename, context, doctree) -> None:  # noqa: ANN001
+    """Point the launch buttons (Colab) of an executed notebook at its source in notebooks/.
+
+    The book renders the executed copies in book/executed/, which are git-ignored; a launch button
+    must open the committed notebook, notebooks/<name>.ipynb, instead.
+    """
+    if not pagename.startswith(EXECUTED_PREFIX):
+        return
+    for button in context.get("header_buttons", []):
+        if button.get("label") == "launch-buttons":
+            for launch in button.get("buttons", []):
+                if "url" in launch:
+                    launch["url"] = launch["url"].replace(f"/{EXECUTED_PREFIX}", f"/{SOURCE_PREFIX}")
+
+
+def setup(app):  # noqa: ANN001, ANN201
+    """Sphinx entry point: runs after sphinx-book-theme has added its launch buttons (priority 501)."""
+    app.connect("html-page-context", _launch_from_sources, priority=600)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
