@@ -121,6 +121,13 @@ def test_executed_notebooks_have_no_error_outputs(built_book: Path) -> None:
                     f"{path.name}: cell {index} has an error output: {output.get('ename')}: {output.get('evalue')}"
 
 
+def test_the_injected_parameters_stay_off_the_site(built_book: Path) -> None:
+    for path in sorted((built_book / "book" / "executed").glob("*.ipynb")):
+        cells = [cell for cell in json.loads(path.read_text())["cells"]
+                 if "injected-parameters" in cell["metadata"].get("tags", [])]
+        assert cells and all("remove-cell" in c["metadata"]["tags"] for c in cells), path.name
+
+
 def test_every_toc_page_is_built(html_dir: Path) -> None:
     expected = ["index.html", "book/preface.html", "book/reproducibility.html", "search.html"]
     expected += [f"book/executed/{p.stem}.html" for p in NOTEBOOKS]

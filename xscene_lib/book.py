@@ -103,6 +103,7 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
         except BaseException:  # interrupted: leave no scratch file behind
             Path(scratch).unlink(missing_ok=True)
             raise
+        _hide_injected_parameters(Path(scratch))
         os.replace(scratch, target)
         (target_dir / f"{notebook.stem}.failed.ipynb").unlink(missing_ok=True)
         timings[notebook.stem] = round(time.perf_counter() - start, 2)
@@ -110,6 +111,18 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
     bar.close()
     _write_timings(target_dir, timings, smoke)
     return written
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    """Tag the cell papermill inserted with the run's parameters so that the site leaves it out."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(notebook, path)
 
 
 def _write_timings(target_dir: Path, timings: dict[str, float], smoke: bool) -> None:

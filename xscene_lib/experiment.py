@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: readable in terminals, notebooks and the built site
 
 from xscene_lib import datasets, store
 from xscene_lib.article import ArticleModel

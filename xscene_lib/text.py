@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: readable in terminals, notebooks and the built site
 
 from xscene_lib import datasets
 from xscene_lib.int8 import INT8_SCHEME, quantize_int8

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: readable in terminals, notebooks and the built site
 
 from xscene_lib.data import DataError
 
