@@ -23,6 +23,20 @@ KERNEL_NAME = "python3"
 TIMINGS_FILE = "timings.json"
 
 
+class _Text(str):
+    """A string that shows as itself, without quotes, where the book's prose cites it."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def glue(name: str, value: object, display: bool = False) -> None:
+    """Record a computed value under `name` for the chapter's prose ({glue:}`name`); text shows unquoted."""
+    from myst_nb import glue as myst_glue
+
+    myst_glue(name, _Text(value) if isinstance(value, str) else value, display=display)
+
+
 class NotebookError(RuntimeError):
     """A notebook failed to execute; the message names the notebook and the cell."""
 
