@@ -121,6 +121,13 @@ def test_executed_notebooks_have_no_error_outputs(built_book: Path) -> None:
                     f"{path.name}: cell {index} has an error output: {output.get('ename')}: {output.get('evalue')}"
 
 
+def test_no_progress_bars_or_widget_warnings_in_the_pages(built_book: Path) -> None:
+    for path in sorted((built_book / "book" / "executed").glob("*.ipynb")):
+        streams = "".join("".join(output.get("text", "")) for cell in json.loads(path.read_text())["cells"]
+                          for output in cell.get("outputs", []) if output.get("output_type") == "stream")
+        assert "%|" not in streams and "IProgress" not in streams, path.name
+
+
 def test_the_injected_parameters_stay_off_the_site(built_book: Path) -> None:
     for path in sorted((built_book / "book" / "executed").glob("*.ipynb")):
         cells = [cell for cell in json.loads(path.read_text())["cells"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from pathlib import Path
 
 KERNEL_NAME = "python3"
 TIMINGS_FILE = "timings.json"
+
+
+KERNEL_ENVIRONMENT = {"TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore:IProgress not found"}
 
 
 class _Text(str):
@@ -87,15 +91,31 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
     ``<name>.failed.ipynb`` for inspection. Wall times (seconds) go to ``timings.json``.
     Notebooks run with `cwd` (default: `notebooks_dir`) as their working folder.
     """
-    import papermill as pm
-    from tqdm.auto import tqdm
-
     source_dir, target_dir = Path(notebooks_dir), Path(output_dir)
     notebooks = sorted(p for p in source_dir.glob("*.ipynb") if not p.name.startswith("."))
     if not notebooks:
         raise NotebookError(f"no notebooks in {source_dir.resolve()}")
     target_dir.mkdir(parents=True, exist_ok=True)
     kernel = _kernel_name()
+    # progress bars print one line per update into a saved notebook: the kernels run without them
+    saved = {name: os.environ.get(name) for name in KERNEL_ENVIRONMENT}
+    os.environ.update(KERNEL_ENVIRONMENT)
+    try:
+        return _execute_each(notebooks, source_dir, target_dir, kernel, smoke, progress, cwd)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _execute_each(notebooks: list[Path], source_dir: Path, target_dir: Path, kernel: str, smoke: bool,
+                  progress: bool, cwd: str | Path | None) -> list[Path]:
+    """Run the notebooks one by one, each written atomically; record their wall times."""
+    import papermill as pm
+    from tqdm import tqdm
+
     timings: dict[str, float] = {}
     written: list[Path] = []
     bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
@@ -117,7 +137,7 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
         except BaseException:  # interrupted: leave no scratch file behind
             Path(scratch).unlink(missing_ok=True)
             raise
-        _hide_injected_parameters(Path(scratch))
+        _tidy(Path(scratch))
         os.replace(scratch, target)
         (target_dir / f"{notebook.stem}.failed.ipynb").unlink(missing_ok=True)
         timings[notebook.stem] = round(time.perf_counter() - start, 2)
@@ -127,8 +147,8 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
     return written
 
 
-def _hide_injected_parameters(path: Path) -> None:
-    """Tag the cell papermill inserted with the run's parameters so that the site leaves it out."""
+def _tidy(path: Path) -> None:
+    """Leave papermill's parameter cell and progress-bar output off the site (an executed copy is edited)."""
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
@@ -136,7 +156,17 @@ def _hide_injected_parameters(path: Path) -> None:
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.outputs if not _is_progress_bar(output)]
     nbformat.write(notebook, path)
+
+
+def _is_progress_bar(output: dict) -> bool:
+    """Whether an output is a stderr stream holding only progress-bar lines (tqdm's "...%|...|...")."""
+    if output.get("output_type") != "stream" or output.get("name") != "stderr":
+        return False
+    lines = [line for line in re.split(r"[\r\n]+", "".join(output.get("text", ""))) if line.strip()]
+    return bool(lines) and all("%|" in line for line in lines)
 
 
 def _write_timings(target_dir: Path, timings: dict[str, float], smoke: bool) -> None:
