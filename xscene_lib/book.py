@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from xscene_lib.store import write_atomically
+
 KERNEL_NAME = "python3"
 TIMINGS_FILE = "timings.json"
 
@@ -180,11 +182,8 @@ def _write_timings(target_dir: Path, timings: dict[str, float], smoke: bool) -> 
         "cpus": os.cpu_count(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    fd, scratch = tempfile.mkstemp(prefix=".timings-", suffix=".json", dir=target_dir)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=2)
-        handle.write("\n")
-    os.replace(scratch, target_dir / TIMINGS_FILE)
+    write_atomically(target_dir / TIMINGS_FILE,
+                     lambda path: path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8"))
 
 
 def jupyter_book_command() -> str:

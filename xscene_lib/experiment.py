@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -292,7 +291,7 @@ def _write_outputs(folder: Path, table: pd.DataFrame, data: Dataset, dataset: st
     """Write the results table (Parquet and CSV) and the manifest, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     store.write_tables(folder / "table", {"results": table}, dataset=dataset, view=data.view)
-    _write_text(folder / "results.csv", table.to_csv(index=False))
+    store.write_atomically(folder / "results.csv", lambda path: table.to_csv(path, index=False))
     manifest = {
         "dataset": data.name, "view": data.view, "scenarios": data.scenarios, "models": list(models),
         "seeds": seeds, "smoke": smoke, "encoder": str(encoder), "wall_seconds": round(seconds, 2),
@@ -305,7 +304,8 @@ def _write_outputs(folder: Path, table: pd.DataFrame, data: Dataset, dataset: st
         "python": sys.version.split()[0], "platform": platform.platform(),
         "cpu_count": os.cpu_count(), "packages": _versions(),
     }
-    _write_text(folder / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
+    store.write_atomically(folder / "manifest.json", lambda path: path.write_text(
+        json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8"))
 
 
 def _dataset_manifest(name: str, data_dir: str | Path | None) -> dict:
@@ -328,11 +328,3 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temporary, path)

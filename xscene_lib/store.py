@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,15 +27,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def copy_atomically(source: Path, target: Path) -> None:
-    """Copy a file so that `target` is either the old file or the complete new one."""
+def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """Write a file through `write(temporary_path)` so that `target` is the old file or the complete new one."""
+    target = Path(target)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(handle)
     try:
-        shutil.copyfile(source, temporary)
+        write(Path(temporary))
         os.replace(temporary, target)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def copy_atomically(source: Path, target: Path) -> None:
+    """Copy a file so that `target` is either the old file or the complete new one."""
+    write_atomically(target, lambda temporary: shutil.copyfile(source, temporary))
 
 
 def write_tables(folder: Path, tables: Mapping[str, pd.DataFrame], **about: object) -> None:

@@ -17,17 +17,16 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xscene_lib.store import sha256_file
+from xscene_lib.store import sha256_file, write_atomically
 
 FORMAT_VERSION = 1
 SETTINGS_FILE = "settings.json"
@@ -90,7 +89,7 @@ class VectorCache:
         self._vectors = np.concatenate([self._vectors.reshape(-1, vectors.shape[1]), vectors[fresh]])  # (N, d)
         self.folder.mkdir(parents=True, exist_ok=True)
         if not (self.folder / SETTINGS_FILE).is_file():
-            _write_atomically(self.folder / SETTINGS_FILE, lambda path: path.write_text(
+            write_atomically(self.folder / SETTINGS_FILE, lambda path: path.write_text(
                 json.dumps(self.settings, indent=2, sort_keys=True) + "\n", encoding="utf-8"))
         if len(self._shards) < MAX_SHARDS:
             retired, shard = [], self._write_shard([hashes[i] for i in fresh], vectors[fresh])
@@ -101,7 +100,7 @@ class VectorCache:
         self._shards.append(shard)
         manifest = {"format_version": FORMAT_VERSION, "dim": int(self._vectors.shape[1]), "dtype": "float32",
                     "shards": self._shards}
-        _write_atomically(self.folder / MANIFEST, lambda path: path.write_text(
+        write_atomically(self.folder / MANIFEST, lambda path: path.write_text(
             json.dumps(manifest, indent=2) + "\n", encoding="utf-8"))
         for old_shard in retired:
             (self.folder / str(old_shard["file"])).unlink(missing_ok=True)
@@ -169,7 +168,7 @@ class VectorCache:
         table = pa.table({"text_hash": pa.array(hashes, type=pa.string()),
                           "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)})
         path = self.folder / f"shard-{uuid.uuid4().hex[:16]}.parquet"
-        _write_atomically(path, lambda temporary: pq.write_table(table, temporary))
+        write_atomically(path, lambda temporary: pq.write_table(table, temporary))
         return {"file": path.name, "rows": len(hashes), "sha256": sha256_file(path)}
 
 
@@ -193,14 +192,3 @@ def _read_shard(folder: Path, shard: Mapping[str, object], dim: int) -> tuple[li
     if len(hashes) != shard["rows"] or vectors.null_count or vectors.flatten().null_count:
         raise _Unusable(f"{path.name}: {len(hashes)} rows, some missing (manifest says {shard['rows']})")
     return hashes, vectors.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-
-
-def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """Write a file so that `target` is either absent, the old file, or the complete new one."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, target)
-    finally:
-        Path(temporary).unlink(missing_ok=True)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm  # plain text bars: readable in terminals, notebooks and the built site
 
 from xscene_lib.data import DataError
+from xscene_lib.store import write_atomically
 
 LAST = "last.safetensors"  # model + optimizer + random state after the latest finished epoch
 BEST = "best.safetensors"  # model weights of the best validation epoch
@@ -138,13 +137,8 @@ def _fingerprint(module: torch.nn.Module, learning_rate: float, weight_decay: fl
 def _save_atomically(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """Write a safetensors file through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    contiguous = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    write_atomically(path, lambda temporary: save_file(contiguous, str(temporary), metadata=metadata))
 
 
 def _save_checkpoint(folder: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
