@@ -4,7 +4,6 @@ import pytest
 
 from xscene_lib.baselines import Popularity
 from xscene_lib.data import DataError
-from xscene_lib.recommend import tune_scenario_weights
 from xscene_lib.synthetic import synthetic
 
 
@@ -80,60 +79,3 @@ def test_weighting_one_scenario_moves_the_lists_toward_its_planted_preferences()
 
         assert mean_affinity({scenario: 1.0}) > mean_affinity({scenario: 0.5, other: 0.5}) \
             > mean_affinity({other: 1.0})
-
-
-# --- tune_scenario_weights -----------------------------------------------------------------------------------
-
-# Popularity in a: 10 (10 users) just above 11 (9 users); in b: 10 never, 11/12/13 once each. Users 1 and 2 want
-# 10, which leads only when b has no weight: from (0.75, 0.25) on, b's dislike of 10 puts 11 first.
-TUNING_TRAIN = interactions([(100 + u, 10, "a") for u in range(10)] + [(200 + u, 11, "a") for u in range(9)]
-                            + [(1, 13, "b"), (2, 12, "b"), (300, 11, "b")])
-TUNING_VALID = interactions([(1, 10, "a"), (2, 10, "b")])
-
-
-def test_tuning_picks_the_scenario_that_is_clearly_right():
-    model = Popularity().fit(TUNING_TRAIN)
-    assert tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID, k=10) == {"a": 1.0, "b": 0.0}
-
-
-def validation_ndcg(model, valid: pd.DataFrame, weights: dict[str, float], k: int) -> float:
-    lists = model.recommend(np.unique(valid["user_id"]), k=k, scenario_weights=weights)
-    position = {(u, i): r for u, i, r in zip(lists["user_id"], lists["item_id"], lists["rank"])}
-    gains = [1 / np.log2(position[pair] + 1) if pair in position else 0.0 for pair in seen_pairs(valid)]
-    return float(np.mean(gains))
-
-
-def test_tuned_weights_lie_on_the_simplex_and_beat_the_alternatives():
-    dataset, _ = synthetic(n_users=120, n_items=150, n_scenarios=3, seed=1)
-    split = dataset.split()  # one validation item per user, never in their training history
-    model = Popularity().fit(split.train)
-    weights = tune_scenario_weights(model, split.train, split.valid, grid=(0.0, 0.5, 1.0), k=10)
-    assert list(weights) == model.scenarios_
-    assert all(w in (0.0, 0.5, 1.0) for w in weights.values()) and sum(weights.values()) == pytest.approx(1.0)
-    alternatives = [dict(zip(model.scenarios_, w)) for w in
-                    [(1, 0, 0), (0, 1, 0), (0, 0, 1), (.5, .5, 0), (.5, 0, .5), (0, .5, .5)]]
-    best = validation_ndcg(model, split.valid, weights, k=10)
-    assert all(best >= validation_ndcg(model, split.valid, w, k=10) for w in alternatives)
-    assert best > min(validation_ndcg(model, split.valid, w, k=10) for w in alternatives)
-
-
-def test_tuning_more_than_three_scenarios_returns_the_training_shares():
-    dataset, _ = synthetic(n_users=30, n_items=40, n_scenarios=4, interactions_per_user=8, seed=2)
-    split = dataset.split()
-    weights = tune_scenario_weights(Popularity().fit(split.train), split.train, split.valid)
-    expected = split.train["scenario"].value_counts(normalize=True)
-    assert weights == pytest.approx({name: expected[name] for name in weights})
-
-
-def test_tuning_rejects_bad_grids_and_data():
-    model = Popularity().fit(TUNING_TRAIN)
-    with raises("no combination of grid values"):
-        tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID, grid=(0.3,))
-    with raises("grid must hold weights between 0 and 1"):
-        tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID, grid=(0.0, 2.0))
-    with raises("k must be a positive integer"):
-        tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID, k=0)
-    with raises("valid must be a DataFrame"):
-        tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID.drop(columns="scenario"))
-    with raises("already in its user's training history"):
-        tune_scenario_weights(model, TUNING_TRAIN, interactions([(1, 13, "b")]))

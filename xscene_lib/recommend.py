@@ -21,7 +21,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from xscene_lib.data import DataError, require_columns
-from xscene_lib.metrics import ranking_metrics
 
 TRAIN_COLUMNS = ("user_id", "item_id", "scenario")
 USER_CHUNK = 1024  # users blended at once in recommend(), bounding memory to S * 1024 * n_items floats
@@ -141,19 +140,37 @@ class Recommender:
                   for start in range(0, len(raw), USER_CHUNK)]
         return pd.concat(chunks, ignore_index=True) if chunks else self._top_k(raw, index, weights, k, exclude_seen)
 
-    def _top_k(self, raw: np.ndarray, index: np.ndarray, weights: np.ndarray, k: int,
-               exclude_seen: bool) -> pd.DataFrame:
-        """Blend the scenarios for one chunk of users and keep the k best items of each."""
+    def blended_scores(self, users: Sequence[int], scenario_weights: Mapping[str, float] | str | None = None
+                       ) -> np.ndarray:
+        """The blended score of every catalogue item for each user, seen items included.
+
+        shape: (len(users), len(item_ids_)), the sum over scenarios of what recommend() reports as the
+        `from_<scenario>` contributions; users not in training get the scenarios' popularity.
+        """
+        self._check_fitted()
+        raw = np.asarray(users, dtype=np.int64).reshape(-1)
+        index = self.user_index(raw)
+        return self._contributions(index, self._weights(index, scenario_weights)).sum(axis=0)
+
+    def _contributions(self, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Each scenario's weighted, standardised scores. shape: (n_scenarios, B, n_items)."""
         known = index >= 0
-        contributions = np.zeros((len(self.scenarios_), len(raw), len(self.item_ids_)), np.float32)  # (S, B, I)
+        contributions = np.zeros((len(self.scenarios_), len(index), len(self.item_ids_)), np.float32)  # (S, B, I)
         for s in range(len(self.scenarios_)):
             if not weights[:, s].any():
                 continue
-            scores = np.empty((len(raw), len(self.item_ids_)), np.float32)  # (B, n_items)
+            scores = np.empty((len(index), len(self.item_ids_)), np.float32)  # (B, n_items)
             if known.any():
                 scores[known] = self._score(index[known], s)
             scores[~known] = self.popularity_[s]
             contributions[s] = weights[:, s, None] * _standardised(scores)
+        return contributions
+
+    def _top_k(self, raw: np.ndarray, index: np.ndarray, weights: np.ndarray, k: int,
+               exclude_seen: bool) -> pd.DataFrame:
+        """Blend the scenarios for one chunk of users and keep the k best items of each."""
+        known = index >= 0
+        contributions = self._contributions(index, weights)  # (S, B, n_items)
         total = contributions.sum(axis=0)  # (B, n_items)
         if exclude_seen and known.any():
             total[known] = np.where(self.seen_[index[known]].toarray() > 0, -np.inf, total[known])
@@ -248,53 +265,3 @@ def _scenario_order(train: pd.DataFrame) -> list[str]:
     if isinstance(column.dtype, pd.CategoricalDtype):
         return [str(s) for s in column.cat.categories if (column == s).any()]
     return sorted(str(s) for s in column.unique())
-
-
-# --- choosing fixed scenario weights -------------------------------------------------------------------
-
-MOST_SCENARIOS_TUNED = 3  # beyond this many scenarios the weight grid grows too large to search
-
-
-def tune_scenario_weights(model: Recommender, train: pd.DataFrame, valid: pd.DataFrame,
-                          grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), k: int = 10) -> dict[str, float]:
-    """Fixed scenario weights, from a grid over the simplex, that maximise NDCG@k of recommend() on valid.
-
-    The weights tried are the combinations of grid values, one per scenario, that sum to one; ties go to the
-    first in grid order. Validation rows whose item the user already has in `train` (the interactions the
-    model was fitted on) are left out, since recommend() never returns them. With more than 3 scenarios the
-    grid is not searched: the weights returned are the scenarios' shares of the training interactions, the
-    population's history weights; pass scenario_weights="history" to recommend() for each user's own.
-    """
-    model._check_fitted()
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise DataError(f"k must be a positive integer, got {k!r}")
-    values = np.unique(np.asarray(grid, dtype=np.float64).reshape(-1))
-    if values.size == 0 or not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
-        raise DataError(f"grid must hold weights between 0 and 1, e.g. (0.0, 0.25, 0.5, 0.75, 1.0); got {grid!r}")
-    for what, frame in (("train", train), ("valid", valid)):
-        missing = [c for c in TRAIN_COLUMNS if not isinstance(frame, pd.DataFrame) or c not in frame.columns]
-        if missing:
-            raise DataError(f"{what} must be a DataFrame with columns {list(TRAIN_COLUMNS)}; missing {missing}")
-    names = model.scenarios_
-    if len(names) > MOST_SCENARIOS_TUNED:
-        shares = train["scenario"].astype("str").value_counts(normalize=True)
-        return {name: float(shares.get(name, 0.0)) for name in names}
-    combinations = np.stack(np.meshgrid(*[values] * len(names), indexing="ij"), axis=-1).reshape(-1, len(names))
-    simplex = combinations[np.isclose(combinations.sum(axis=1), 1.0)]  # (n_candidates, n_scenarios)
-    if len(simplex) == 0:
-        raise DataError(f"no combination of grid values {values.tolist()} sums to one over {len(names)} scenarios; "
-                        f"include 0 and 1, or steps such as 0.25")
-    seen = pd.MultiIndex.from_frame(train[["user_id", "item_id"]])
-    targets = valid.loc[~pd.MultiIndex.from_frame(valid[["user_id", "item_id"]]).isin(seen), ["user_id", "item_id"]]
-    if targets.empty:
-        raise DataError("every validation item is already in its user's training history; nothing to tune on")
-    users = np.unique(targets["user_id"].to_numpy(np.int64))
-
-    def validation_ndcg(weights: np.ndarray) -> float:
-        lists = model.recommend(users, k, dict(zip(names, weights.tolist())), exclude_seen=True)
-        ranks = targets.merge(lists[["user_id", "item_id", "rank"]], on=["user_id", "item_id"], how="left")
-        ranks["rank"] = ranks["rank"].fillna(k + 1).astype(np.float64)  # not in the top k: a miss
-        return float(ranking_metrics(ranks, ks=(k,))[f"ndcg@{k}"].mean())
-
-    best = max(simplex, key=validation_ndcg)
-    return {name: float(weight) for name, weight in zip(names, best)}
