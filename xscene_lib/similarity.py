@@ -13,10 +13,11 @@ from xscene_lib.intervals import paired_bootstrap
 
 
 def nearest_items(vectors: np.ndarray, items: pd.DataFrame, queries: Sequence[int], k: int = 5,
-                  label: str = "title") -> pd.DataFrame:
+                  label: str = "title", candidates: Sequence[int] | None = None) -> pd.DataFrame:
     """The k items whose (unit) vectors are closest to each query item, as "label (cosine)" strings.
 
     vectors shape: (len(items), d), rows aligned with `items`; returns one row per query found in items.
+    `candidates` (item ids) limits the neighbours to those items, e.g. to another domain; default: all.
     """
     require_columns(items, ["item_id", label], "items")
     if len(vectors) != len(items):
@@ -25,11 +26,14 @@ def nearest_items(vectors: np.ndarray, items: pd.DataFrame, queries: Sequence[in
     found = [item for item in queries if item in rows.index]
     if not found:
         raise DataError(f"none of the query items {list(queries)} is among the items")
+    allowed = np.ones(len(items), bool) if candidates is None else items["item_id"].isin(candidates).to_numpy()
+    if not allowed.any():
+        raise DataError("none of the candidate items is among the items; pass item ids of `items`")
     similarity = vectors @ vectors[rows[found].to_numpy()].T  # (n_items, n_queries)
     names = items[label].astype(str).to_numpy()
     table = {}
     for column, item in enumerate(found):
-        order = [i for i in np.argsort(-similarity[:, column], kind="stable") if i != rows[item]][:k]
+        order = [i for i in np.argsort(-similarity[:, column], kind="stable") if i != rows[item] and allowed[i]][:k]
         table[names[rows[item]]] = [f"{names[i]} ({similarity[i, column]:.2f})" for i in order]
     return pd.DataFrame(table).T.set_axis([f"#{n}" for n in range(1, k + 1)], axis=1)
 
