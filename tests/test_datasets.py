@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xscene_lib import datasets, formats, store
+from xscene_lib import datasets, food_kitchen, formats, store
 from xscene_lib.data import DataError
 
 REAL_SOURCES = ("local", "mirror", "fallback")  # the tests never use the origin
@@ -381,7 +381,7 @@ def food_kitchen_files(folder: Path) -> Path:
 
 
 def test_food_kitchen_gets_global_user_ids_and_the_given_split(tmp_path: Path) -> None:
-    tables = formats.parse_food_kitchen(food_kitchen_files(tmp_path))
+    tables = food_kitchen.parse_food_kitchen(food_kitchen_files(tmp_path))
     rows = tables.interactions
     assert tables.users["group"].tolist() == ["food_only", "kitchen_only", "both", "valid", "test"]
     assert rows["user_id"].tolist() == [1, 1, 2, 2, 2, 3, 3, 4, 4, 4, 5, 5]
@@ -397,7 +397,7 @@ def test_food_kitchen_counts_must_match_num_txt(tmp_path: Path) -> None:
     folder = food_kitchen_files(tmp_path)
     (folder / "instance_num.txt").write_text("1\n2\n1\n")
     with pytest.raises(ValueError, match="instance_num.txt"):
-        formats.parse_food_kitchen(folder)
+        food_kitchen.parse_food_kitchen(folder)
 
 
 class _Payload:
@@ -409,5 +409,5 @@ def test_pickles_holding_code_are_refused(tmp_path: Path, capsys) -> None:
     path = tmp_path / "text_A.pkl"
     path.write_bytes(pickle.dumps({"A0": _Payload()}))
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
-        formats.read_plain_pickle(path)
+        food_kitchen.read_plain_pickle(path)
     assert "never run" not in capsys.readouterr().out

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from xscene_lib import formats, store
+from xscene_lib import food_kitchen, formats, store
 from xscene_lib.data import Dataset, DataError, assign_scenarios, scenario_views
 from xscene_lib.formats import RawFormat, Tables
 
@@ -87,8 +87,8 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "food-kitchen": DatasetSpec(
         name="food-kitchen", dirname="food_kitchen", default_view="domain",
-        origin={file: f"{_LLMCDSR}/{file}" for file in formats.FOOD_KITCHEN.files},
-        raw_formats=(formats.FOOD_KITCHEN,),
+        origin={file: f"{_LLMCDSR}/{file}" for file in food_kitchen.FOOD_KITCHEN.files},
+        raw_formats=(food_kitchen.FOOD_KITCHEN,),
         expected={"interactions": 436_127, "users": 53_061, "items": 36_298, "food items": 8_661,
                   "kitchen items": 27_637, "valid users": 960, "test users": 937},
     ),

@@ -1,16 +1,15 @@
-"""Parsers that turn each dataset's raw files into the three base tables.
+"""Parsers that turn the MovieLens raw files into the three base tables; the shared table types.
 
 Every parser takes the folder holding one complete set of raw files and returns
 `Tables(interactions, items, users)`; malformed input raises `ValueError`
 (or the reading library's own error) naming the file and what is wrong.
-Column conventions are described in data/README.md.
+Column conventions are described in data/README.md; food_kitchen.py parses the Amazon Food-Kitchen files.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import pickle
 import re
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 
 MOVIELENS_GENRES = (
@@ -32,13 +30,6 @@ ML1M_OCCUPATIONS = (
     "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
 )
-FOOD_KITCHEN_SEQUENCES = {  # file -> user group, in the order that fixes the global user ids
-    "train_A.txt": "food_only",
-    "train_B.txt": "kitchen_only",
-    "train_overlap.txt": "both",
-    "valid.txt": "valid",
-    "test.txt": "test",
-}
 _YEAR_IN_TITLE = re.compile(r"^(.*)\((\d{4})\)(.*)$")
 _ATOMIC_UNKNOWN = {"unkonwn": "unknown"}  # the atomic ml-100k file spells the unknown movie so
 
@@ -51,10 +42,19 @@ class Tables(NamedTuple):
     users: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class RawFormat:
+    """One complete set of raw files, how to parse it, and the SHA-256 sums known for them."""
+
+    files: tuple[str, ...]
+    parse: Callable[[Path], Tables]
+    sha256: Mapping[str, str] = field(default_factory=dict)
+
+
 # --- reading helpers -----------------------------------------------------------------------
 
 
-def _table(text: str, columns: Sequence[str], what: str, sep: str = "\t") -> pd.DataFrame:
+def delimited_table(text: str, columns: Sequence[str], what: str, sep: str = "\t") -> pd.DataFrame:
     """Split delimited text into a frame of strings; every line must have all columns."""
     frame = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=str, na_filter=False,
                         quoting=csv.QUOTE_NONE, engine="c")
@@ -74,7 +74,7 @@ def _atomic(path: Path, header: str) -> pd.DataFrame:
     if first != header:
         raise ValueError(f"{path.name}: unexpected header {first[:120]!r} (expected {header!r})")
     names = [field.split(":")[0] for field in header.split("\t")]
-    return _table(body, names, path.name)
+    return delimited_table(body, names, path.name)
 
 
 def _zip_text(archive: zipfile.ZipFile, member: str) -> str:
@@ -85,7 +85,7 @@ def _zip_text(archive: zipfile.ZipFile, member: str) -> str:
     return archive.read(matches[0]).decode("latin-1").replace("\r\n", "\n")
 
 
-def _ints(column: pd.Series, what: str) -> pd.Series:
+def integer_column(column: pd.Series, what: str) -> pd.Series:
     """Convert a column of numerals to int64; a non-number or a fraction is an error."""
     numbers = pd.to_numeric(column, errors="coerce")
     bad = numbers.isna() | (numbers % 1 != 0)
@@ -137,10 +137,10 @@ def _interactions(users: pd.Series, items: pd.Series, ratings: pd.Series,
                   timestamps: pd.Series, what: str) -> pd.DataFrame:
     """Build a MovieLens interaction table from string columns."""
     return pd.DataFrame({
-        "user_id": _ints(users, f"{what} user ids").to_numpy(),
-        "item_id": _ints(items, f"{what} item ids").to_numpy(),
+        "user_id": integer_column(users, f"{what} user ids").to_numpy(),
+        "item_id": integer_column(items, f"{what} item ids").to_numpy(),
         "rating": _ratings(ratings, f"{what} ratings").to_numpy(),
-        "timestamp": _ints(timestamps, f"{what} timestamps").to_numpy(),
+        "timestamp": integer_column(timestamps, f"{what} timestamps").to_numpy(),
     })
 
 
@@ -148,13 +148,13 @@ def _users(frame: pd.DataFrame, what: str, occupations: Sequence[str] | None = N
     """Build a user table from a frame of strings; occupation codes are named when given."""
     occupation = frame["occupation"]
     if occupations is not None:
-        codes = _ints(occupation, f"{what} occupations")
+        codes = integer_column(occupation, f"{what} occupations")
         if not codes.between(0, len(occupations) - 1).all():
             raise ValueError(f"{what}: occupation code outside 0..{len(occupations) - 1}")
         occupation = codes.map(dict(enumerate(occupations)))
     return pd.DataFrame({
-        "user_id": _ints(frame["user_id"], f"{what} user ids").to_numpy(),
-        "age": _ints(frame["age"], f"{what} ages").to_numpy(),
+        "user_id": integer_column(frame["user_id"], f"{what} user ids").to_numpy(),
+        "age": integer_column(frame["age"], f"{what} ages").to_numpy(),
         "gender": frame["gender"].astype(str).to_numpy(),
         "occupation": occupation.astype(str).to_numpy(),
         "zip_code": frame["zip_code"].astype(str).to_numpy(),
@@ -164,17 +164,17 @@ def _users(frame: pd.DataFrame, what: str, occupations: Sequence[str] | None = N
 def parse_ml100k_grouplens(folder: Path) -> Tables:
     """Parse ml-100k.zip as published by GroupLens (u.data, u.item, u.user)."""
     with zipfile.ZipFile(folder / "ml-100k.zip") as archive:
-        data = _table(_zip_text(archive, "u.data"), ["user", "item", "rating", "ts"], "u.data")
-        movies = _table(_zip_text(archive, "u.item"),
+        data = delimited_table(_zip_text(archive, "u.data"), ["user", "item", "rating", "ts"], "u.data")
+        movies = delimited_table(_zip_text(archive, "u.item"),
                         ["item_id", "title", "date", "video", "url", *MOVIELENS_GENRES], "u.item", "|")
-        people = _table(_zip_text(archive, "u.user"),
+        people = delimited_table(_zip_text(archive, "u.user"),
                         ["user_id", "age", "gender", "occupation", "zip_code"], "u.user", "|")
     flags = movies[list(MOVIELENS_GENRES)]
     if not flags.isin(["0", "1"]).all().all():
         raise ValueError("u.item: genre flags must be 0 or 1")
     genre_lists = [[g for g, flag in zip(MOVIELENS_GENRES, row) if flag == "1"]
                    for row in flags.itertuples(index=False)]
-    items = _movie_items(_ints(movies["item_id"], "u.item ids"), movies["title"], genre_lists)
+    items = _movie_items(integer_column(movies["item_id"], "u.item ids"), movies["title"], genre_lists)
     interactions = _interactions(data["user"], data["item"], data["rating"], data["ts"], "u.data")
     return Tables(interactions, items, _users(people, "u.user"))
 
@@ -189,7 +189,7 @@ def parse_ml100k_atomic(folder: Path) -> Tables:
                      "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token")
     full_titles = [_ATOMIC_UNKNOWN.get(title, title) if year in _ATOMIC_UNKNOWN else f"{title} ({year})"
                    for title, year in zip(movies["movie_title"], movies["release_year"])]
-    items = _movie_items(_ints(movies["item_id"], "ml-100k.item ids"), full_titles,
+    items = _movie_items(integer_column(movies["item_id"], "ml-100k.item ids"), full_titles,
                          [c.split() for c in movies["class"]])
     interactions = _interactions(data["user_id"], data["item_id"], data["rating"], data["timestamp"],
                                  "ml-100k.inter")
@@ -201,13 +201,13 @@ def parse_ml1m_grouplens(folder: Path) -> Tables:
     with zipfile.ZipFile(folder / "ml-1m.zip") as archive:
         ratings, movies, people = (_zip_text(archive, f).replace("::", "\t")
                                    for f in ("ratings.dat", "movies.dat", "users.dat"))
-    data = _table(ratings, ["user", "movie", "rating", "ts"], "ratings.dat")
-    movies_frame = _table(movies, ["movie", "title", "genres"], "movies.dat")
-    people_frame = _table(people, ["user_id", "gender", "age", "occupation", "zip_code"], "users.dat")
-    position = {movie: i + 1 for i, movie in enumerate(_ints(movies_frame["movie"], "movies.dat ids"))}
+    data = delimited_table(ratings, ["user", "movie", "rating", "ts"], "ratings.dat")
+    movies_frame = delimited_table(movies, ["movie", "title", "genres"], "movies.dat")
+    people_frame = delimited_table(people, ["user_id", "gender", "age", "occupation", "zip_code"], "users.dat")
+    position = {movie: i + 1 for i, movie in enumerate(integer_column(movies_frame["movie"], "movies.dat ids"))}
     if len(position) != len(movies_frame):
         raise ValueError("movies.dat: repeated MovieID")
-    item_ids = _ints(data["movie"], "ratings.dat MovieIDs").map(position)
+    item_ids = integer_column(data["movie"], "ratings.dat MovieIDs").map(position)
     if item_ids.isna().any():
         raise ValueError("ratings.dat: a rating names a MovieID missing from movies.dat")
     items = _movie_items(range(1, len(movies_frame) + 1), movies_frame["title"],
@@ -245,100 +245,7 @@ def _strip_prefix(column: pd.Series, prefix: str, what: str) -> pd.Series:
     return column.str.slice(len(prefix))
 
 
-# --- Food-Kitchen (LLMCDSR) ----------------------------------------------------------------
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """An unpickler that refuses every class, so only plain containers and scalars load."""
-
-    def find_class(self, module: str, name: str) -> type:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: plain data only")
-
-
-def read_plain_pickle(path: Path) -> dict[str, int | str]:
-    """Read a pickle holding one dict of str keys to str/int values, without running code."""
-    with path.open("rb") as handle:
-        value = _PlainUnpickler(handle).load()
-    if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, (str, int)) for k, v in value.items()):
-        raise ValueError(f"{path.name}: expected a dict of str to str/int")
-    return value
-
-
-def _numbers(path: Path, count: int) -> list[int]:
-    """Read a file holding `count` whole numbers, one a line."""
-    values = [int(line) for line in path.read_text(encoding="ascii").split()]
-    if len(values) != count:
-        raise ValueError(f"{path.name}: expected {count} numbers, found {len(values)}")
-    return values
-
-
-def _domain_items(folder: Path, domain: str, suffix: str, first_id: int, count: int) -> pd.DataFrame:
-    """Build the items of one domain from its ASIN index and title pickles."""
-    index = read_plain_pickle(folder / f"item_set_{suffix}.pkl")
-    titles = read_plain_pickle(folder / f"text_{suffix}.pkl")
-    if sorted(index.values()) != list(range(count)) or index.keys() != titles.keys():
-        raise ValueError(f"item_set_{suffix}.pkl/text_{suffix}.pkl: expected titles for ids 0..{count - 1}")
-    asins = sorted(index, key=index.__getitem__)
-    names = [str(titles[a]).strip() for a in asins]
-    if not all(names):
-        raise ValueError(f"text_{suffix}.pkl: an item has an empty title")
-    return pd.DataFrame({"item_id": pd.array(range(first_id, first_id + count), dtype="int64"),
-                         "asin": asins, "title": names, "domain": domain, "text": names})
-
-
-def _sequences(path: Path, first_user: int, given_split: str | None) -> tuple[pd.DataFrame, int]:
-    """Read one `user<TAB>i1,i2,...` file; the last item gets `given_split` when given."""
-    frame = _table(path.read_text(encoding="ascii"), ["user", "items"], path.name)
-    local_ids = _ints(frame["user"], f"{path.name} user ids")
-    if local_ids.tolist() != list(range(1, len(frame) + 1)):
-        raise ValueError(f"{path.name}: user ids must run 1..{len(frame)} in order")
-    lists = frame["items"].str.split(",")
-    lengths = lists.str.len().to_numpy()
-    items = _ints(lists.explode(), f"{path.name} item ids").to_numpy()
-    rows = pd.DataFrame({
-        "user_id": (local_ids + first_user - 1).repeat(lengths).to_numpy(),
-        "item_id": items,
-        "rating": np.ones(len(items), dtype="float32"),
-        "split": "train",
-    })
-    rows.insert(3, "timestamp", rows.groupby("user_id").cumcount().astype("int64"))
-    if given_split is not None:
-        rows.loc[lengths.cumsum() - 1, "split"] = given_split
-    return rows, len(frame)
-
-
-def parse_food_kitchen(folder: Path) -> Tables:
-    """Parse the LLMCDSR Food-Kitchen files; user ids are made global across the five files."""
-    n_food, n_kitchen = _numbers(folder / "num.txt", 2)
-    group_sizes = _numbers(folder / "instance_num.txt", 3)
-    items = pd.concat([_domain_items(folder, "food", "A", 0, n_food),
-                       _domain_items(folder, "kitchen", "B", n_food, n_kitchen)], ignore_index=True)
-    parts, groups, next_user = [], [], 1
-    for file, group in FOOD_KITCHEN_SEQUENCES.items():
-        rows, n_users = _sequences(folder / file, next_user, group if group in ("valid", "test") else None)
-        parts.append(rows)
-        groups += [group] * n_users
-        next_user += n_users
-    if [groups.count(g) for g in ("food_only", "kitchen_only", "both")] != group_sizes:
-        raise ValueError(f"instance_num.txt: user counts {group_sizes} differ from the train files")
-    interactions = pd.concat(parts, ignore_index=True)
-    if not interactions["item_id"].between(0, len(items) - 1).all():
-        raise ValueError(f"sequence files: item id outside 0..{len(items) - 1}")
-    users = pd.DataFrame({"user_id": pd.array(range(1, next_user), dtype="int64"), "group": groups})
-    return Tables(interactions, items, users)
-
-
 # --- the raw formats and their known SHA-256 sums ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class RawFormat:
-    """One complete set of raw files, how to parse it, and the SHA-256 sums known for them."""
-
-    files: tuple[str, ...]
-    parse: Callable[[Path], Tables]
-    sha256: Mapping[str, str] = field(default_factory=dict)
 
 
 ML100K_GROUPLENS = RawFormat(("ml-100k.zip",), parse_ml100k_grouplens)
@@ -353,18 +260,3 @@ ML1M_ATOMIC = RawFormat(("ml-1m.inter", "ml-1m.item", "ml-1m.user"), parse_ml1m_
     "ml-1m.item": "f65e9d95771867a8409f615f8222e74da683c9bd0b93bdd1fd9ce28a8b30bf99",
     "ml-1m.user": "ffd3259a6b998c8febe8cd79fe6a427b43cdc55ca836179a66a6670adca65a2a",
 })
-FOOD_KITCHEN = RawFormat(
-    ("num.txt", "instance_num.txt", "item_set_A.pkl", "item_set_B.pkl", "text_A.pkl", "text_B.pkl",
-     *FOOD_KITCHEN_SEQUENCES), parse_food_kitchen, {
-        "instance_num.txt": "ef7ec64ba0d9bab809e56deec57bd710621681d0b5c63c4febf555f04a0c27b5",
-        "item_set_A.pkl": "510aa4c2b8cc6fc37ccb0b56dbc33d56eb96583a580463b19f941ddb9d31a5d5",
-        "item_set_B.pkl": "96f1ff3d4604e79a416796fae5bc9df2828f06657961aa641d0c6f7f33a4a93b",
-        "num.txt": "ddf19800d60c1320b74a4507d88592b79eaa12c2b33c26620bc526c6e0dc5bee",
-        "test.txt": "bdc978617810e6bf9f6eac31260e0688169c0c1cdf34cbf395774f3896e37aa4",
-        "text_A.pkl": "adc2883e8ea4acee1e5d3e06126549753d640095747a82537959ff11600bcd5c",
-        "text_B.pkl": "dd467587886f342cf9add91c463fb06c0cc2ab414d72b52eacc18a63bf3833ff",
-        "train_A.txt": "4b39bfa69d9d001938d7ec32853928e51a53c141a95f3b698b052eb27821c3ad",
-        "train_B.txt": "bab4611796a5c077baf29d6c5f4a70c40cd25e38bb90e9d85035b8c1f06c7a93",
-        "train_overlap.txt": "0375a8e5c049b9377c1199bda2d0de270e989f1cdf08ff21e4d120ec4a5b5986",
-        "valid.txt": "6d93b5025ad65efef71f0b2e1beaa5899f5ed8f8fd95da96de1286f5b8cb0074",
-    })
