@@ -44,7 +44,7 @@ def test_per_row_metrics_are_kept_for_intervals(smoke_run: experiment.Results) -
 
 def test_the_manifest_says_what_was_run(smoke_run: experiment.Results) -> None:
     manifest = json.loads((smoke_run.output_dir / "manifest.json").read_text())
-    assert manifest["models"] == ["popularity", "bpr"] and manifest["seeds"] == [0, 1]
+    assert manifest["models"] == ["bpr", "popularity"] and manifest["seeds"] == [0, 1]
     assert manifest["smoke"] is True and manifest["packages"]["torch"].startswith("2.")
     assert set(manifest["dataset_files"]) == {"ml-100k.inter", "ml-100k.item", "ml-100k.user"}
     assert set(manifest["peak_mib"]) == {"popularity", "bpr"}
@@ -61,6 +61,23 @@ def test_a_second_run_resumes_without_fitting_again(smoke_run: experiment.Result
                                       output_dir=smoke_run.output_dir.parent, data_dir=ml100k_data_dir,
                                       sources=REAL_SOURCES, show_progress=False)
     assert again.table.equals(smoke_run.table)
+
+
+def test_a_later_call_with_fewer_models_keeps_every_finished_run_in_the_outputs(
+        smoke_run: experiment.Results, ml100k_data_dir: Path) -> None:
+    fewer = experiment.run_experiment("ml-100k", "age", ["popularity"], seeds=1, smoke=True,
+                                      output_dir=smoke_run.output_dir.parent, data_dir=ml100k_data_dir,
+                                      sources=REAL_SOURCES, show_progress=False)
+    assert set(fewer.table["model"]) == {"popularity"}  # what was asked for
+    manifest = json.loads((fewer.output_dir / "manifest.json").read_text())
+    assert manifest["models"] == ["bpr", "popularity"] and manifest["seeds"] == [0, 1]  # what the folder holds
+    assert set(pd.read_csv(fewer.output_dir / "results.csv")["model"]) == {"bpr", "popularity"}
+
+
+def test_another_encoder_gets_its_own_results_folder(tmp_path: Path) -> None:
+    assert experiment._encoder_tag(experiment.DEFAULT_MODEL) == ""
+    tag = experiment._encoder_tag("/tmp/random bert")
+    assert tag.startswith("-random_bert-") and tag != experiment._encoder_tag("/elsewhere/random bert")
 
 
 @pytest.mark.parametrize("arguments, message", [

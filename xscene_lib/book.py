@@ -194,19 +194,13 @@ def _write_timings(target_dir: Path, timings: dict[str, float], smoke: bool) -> 
 
 def run_record(record: dict, titles: dict[str, str]) -> str:
     """Markdown for the reproducibility page: the run's mode, machine, package versions and time per chapter."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
+    from xscene_lib.provenance import package_versions
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0.0
     lines = [f"Last execution: {record['finished']}, {'smoke' if record['smoke'] else 'full'} mode, Python "
              f"{record['python']} on {_processor()} ({record['cpus']} logical CPUs, {memory:.0f} GiB memory, "
              f"{record['machine']}).", "", "| package | version |", "|---|---|"]
-    lines += [f"| {name} | {installed(name)} |" for name in VERSIONS_SHOWN]
+    lines += [f"| {name} | {found} |" for name, found in package_versions(VERSIONS_SHOWN).items()]
     lines += ["", "| chapter | wall time |", "|---|---:|"]
     chapters = sorted((titles.get(stem, stem), seconds) for stem, seconds in record["seconds"].items())
     lines += [f"| {title} | {_duration(seconds)} |" for title, seconds in sorted(chapters, key=_section_order)]

@@ -16,20 +16,19 @@ published numbers; the full ranking is the stricter measure.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import platform
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 from tqdm import tqdm  # plain text bars: readable in terminals, notebooks and the built site
 
 from xscene_lib import datasets, store
@@ -41,6 +40,7 @@ from xscene_lib.ctr_protocol import click_through_split
 from xscene_lib.data import DataError, Dataset, Split
 from xscene_lib.joint import JointModel
 from xscene_lib.metrics import ranking_metrics, sampled_ranks, summarise, target_ranks
+from xscene_lib.provenance import PeakMemory, dataset_files, package_versions
 from xscene_lib.recommend import Recommender
 from xscene_lib.text import DEFAULT_MODEL, TextEncoder
 
@@ -103,7 +103,7 @@ def run_experiment(dataset: str = "ml-100k", scenarios: str | None = None,
     data = datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources)
     split = _smoke_split(data.split(), SMOKE_USERS) if smoke else data.split()
     vectors = _item_vectors(data, encoder, data_dir) if any(_uses_text(m) for m in models) else None
-    folder = Path(output_dir) / f"{data.name}-{data.view}{'-smoke' if smoke else ''}"
+    folder = Path(output_dir) / f"{data.name}-{data.view}{_encoder_tag(encoder)}{'-smoke' if smoke else ''}"
     runs = folder / "runs"
     pairs = [(name, seed) for name in models for seed in seed_list]
     started = time.perf_counter()
@@ -118,7 +118,7 @@ def run_experiment(dataset: str = "ml-100k", scenarios: str | None = None,
     finished = [store.read_tables(runs / f"{name}-seed{seed}", ("per_row", "summary")) for name, seed in pairs]
     per_row = pd.concat([rows for rows, _ in finished], ignore_index=True)
     table = pd.concat([summary for _, summary in finished], ignore_index=True)
-    _write_outputs(folder, table, data, dataset, seed_list, models, smoke, encoder, time.perf_counter() - started,
+    _write_outputs(folder, _every_finished_run(runs), data, dataset, smoke, encoder, time.perf_counter() - started,
                    data_dir)
     return Results(table, per_row, folder)
 
@@ -136,7 +136,8 @@ def run_click_through(dataset: str = "ml-1m", scenarios: str | None = None,
     data = datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources)
     vectors = _item_vectors(data, encoder, data_dir) if any(m.startswith("joint-ctr") and "no-text" not in m
                                                             for m in models) else None
-    folder = Path(output_dir) / f"{data.name}-{data.view}-click-through{'-smoke' if smoke else ''}"
+    folder_name = f"{data.name}-{data.view}-click-through{_encoder_tag(encoder)}{'-smoke' if smoke else ''}"
+    folder = Path(output_dir) / folder_name
     started = time.perf_counter()
     pairs = [(name, seed) for name in models for seed in seed_list]
     bar = tqdm(pairs, desc=f"{data.name}/{data.view} click-through", disable=not show_progress, unit="run")
@@ -149,7 +150,7 @@ def run_click_through(dataset: str = "ml-1m", scenarios: str | None = None,
             split = Split(split.train.iloc[:SMOKE_CLICKS], split.valid.iloc[:SMOKE_CLICKS // 10],
                           split.test.iloc[:SMOKE_CLICKS // 10])
         model = CLICK_MODELS[name](seed, smoke)
-        with _PeakMemory() as memory:
+        with PeakMemory() as memory:
             begun = time.perf_counter()
             model.fit(split.train, vectors if "no-text" not in name and name.startswith("joint") else None,
                       valid=split.valid)
@@ -160,8 +161,8 @@ def run_click_through(dataset: str = "ml-1m", scenarios: str | None = None,
         store.write_tables(folder / "runs" / f"{name}-seed{seed}", {"summary": summary}, model=name, seed=seed)
     table = pd.concat([store.read_tables(folder / "runs" / f"{name}-seed{seed}", ("summary",))[0]
                        for name, seed in pairs], ignore_index=True)
-    _write_outputs(folder, table, data, dataset, seed_list, models, smoke, encoder, time.perf_counter() - started,
-                   data_dir)
+    _write_outputs(folder, _every_finished_run(folder / "runs"), data, dataset, smoke, encoder,
+                   time.perf_counter() - started, data_dir)
     return table
 
 
@@ -196,7 +197,7 @@ def _run_one(name: str, seed: int, smoke: bool, data: Dataset, split: Split,
              vectors: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit one model with one seed and evaluate it on the test rows: per-row and summary tables."""
     model = MODELS[name](seed, smoke)
-    with _PeakMemory() as memory:
+    with PeakMemory() as memory:
         started = time.perf_counter()
         model.fit(split.train, vectors if _uses_text(name) else None, items=data.items["item_id"],
                   valid=split.valid)
@@ -264,67 +265,38 @@ def compare(results: Results, pairs: Sequence[tuple[str, str]] = COMPARISONS, me
     return pd.concat(tables, ignore_index=True)
 
 
-class _PeakMemory:
-    """Peak resident memory above the starting level while the block runs, sampled every 50 ms."""
-
-    def __enter__(self) -> _PeakMemory:
-        self._process, self._stop = psutil.Process(), threading.Event()
-        self._start = self._peak = self._process.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            self._peak = max(self._peak, self._process.memory_info().rss)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, self._process.memory_info().rss)
-        self.peak_mib = (self._peak - self._start) / 2**20
+def _encoder_tag(encoder: str) -> str:
+    """A folder-name suffix for a non-default encoder ("" for the default), so results never mix encoders."""
+    if str(encoder) == DEFAULT_MODEL:
+        return ""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(encoder)).name)[:40]
+    return f"-{readable}-{hashlib.sha256(str(encoder).encode()).hexdigest()[:8]}"
 
 
-def _write_outputs(folder: Path, table: pd.DataFrame, data: Dataset, dataset: str, seeds: list[int],
-                   models: Sequence[str], smoke: bool, encoder: str, seconds: float,
-                   data_dir: str | Path | None) -> None:
-    """Write the results table (Parquet and CSV) and the manifest, each atomically."""
+def _every_finished_run(runs: Path) -> pd.DataFrame:
+    """The summary rows of every verified (model, seed) run in a folder, whichever call produced it."""
+    folders = sorted(p for p in runs.iterdir() if p.is_dir() and store.tables_problem(p, ("summary",)) is None)
+    return pd.concat([store.read_tables(p, ("summary",))[0] for p in folders], ignore_index=True)
+
+
+def _write_outputs(folder: Path, table: pd.DataFrame, data: Dataset, dataset: str, smoke: bool, encoder: str,
+                   seconds: float, data_dir: str | Path | None) -> None:
+    """Write the table of every finished run (Parquet and CSV) and the manifest, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     store.write_tables(folder / "table", {"results": table}, dataset=dataset, view=data.view)
     store.write_atomically(folder / "results.csv", lambda path: table.to_csv(path, index=False))
     manifest = {
-        "dataset": data.name, "view": data.view, "scenarios": data.scenarios, "models": list(models),
-        "seeds": seeds, "smoke": smoke, "encoder": str(encoder), "wall_seconds": round(seconds, 2),
+        "dataset": data.name, "view": data.view, "scenarios": data.scenarios,
+        "models": sorted(table["model"].unique()), "seeds": sorted(int(s) for s in table["seed"].unique()),
+        "smoke": smoke, "encoder": str(encoder), "wall_seconds": round(seconds, 2),
         # summed over every (model, seed) run, including runs finished by earlier, interrupted invocations
         "run_seconds_total": round(float(table.groupby(["model", "seed"])["run_seconds"].first().sum()), 2)
         if "run_seconds" in table else None,
         "fit_seconds": table.groupby("model")["fit_seconds"].first().round(3).to_dict(),
         "peak_mib": table.groupby("model")["peak_mib"].max().round(1).to_dict(),
-        "dataset_files": _dataset_manifest(data.name, data_dir),
+        "dataset_files": dataset_files(data.name, data_dir),
         "python": sys.version.split()[0], "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "packages": _versions(),
+        "cpu_count": os.cpu_count(), "packages": package_versions(),
     }
     store.write_atomically(folder / "manifest.json", lambda path: path.write_text(
         json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8"))
-
-
-def _dataset_manifest(name: str, data_dir: str | Path | None) -> dict:
-    """The SHA-256 sums of the dataset's raw files, as recorded in its cache manifest."""
-    root = Path(data_dir) if data_dir is not None else datasets.default_data_dir()
-    cache = root / "cache" / name / store.MANIFEST
-    try:
-        return json.loads(cache.read_text())["raw_files"]
-    except (OSError, ValueError, KeyError):
-        return {}
-
-
-def _versions() -> dict[str, str]:
-    """Versions of the packages that shape the results."""
-    names = ("xscene", "torch", "transformers", "numpy", "pandas", "scipy", "scikit-learn")
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
