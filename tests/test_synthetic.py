@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError, Dataset
-from xscene_lib.synthetic import GENERIC_WORDS, TOPIC_WORDS, SyntheticTruth, synthetic
+from xscene_lib.synthetic import GENERIC_WORDS, TOPIC_WORDS, SyntheticTruth, TrueAffinity, synthetic
 
 
 def test_same_seed_same_data_other_seed_other_data():
@@ -76,3 +76,18 @@ def test_planted_scenario_preferences_are_recoverable():
 def test_bad_parameters(arguments, message):
     with pytest.raises(DataError, match=message):
         synthetic(**arguments)
+
+
+def test_true_affinity_scores_follow_the_planted_preferences_with_ties_broken_once():
+    dataset, truth = synthetic(n_users=30, n_items=40, seed=4)
+    split = dataset.split()
+    oracle = TrueAffinity(truth, seed=1).fit(split.train)
+    scores = oracle.score(oracle.user_ids_[:5], "mobile")  # (5, n_items): places 0..n_items-1
+    affinity = truth.affinity("mobile")[oracle.user_ids_[:5]][:, oracle.item_ids_]
+    assert (np.sort(scores, axis=1) == np.arange(len(oracle.item_ids_))).all()
+    best = scores.argmax(axis=1)
+    assert np.allclose(affinity[np.arange(5), best], affinity.max(axis=1))  # the top item has the top affinity
+    np.testing.assert_array_equal(scores, TrueAffinity(truth, seed=1).fit(split.train).score(oracle.user_ids_[:5],
+                                                                                              "mobile"))
+    with pytest.raises(DataError, match="needs the SyntheticTruth"):
+        TrueAffinity("truth").fit(split.train)

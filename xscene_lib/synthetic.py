@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from xscene_lib.data import DataError, Dataset
+from xscene_lib.recommend import Recommender
 
 TOPIC_WORDS = (
     ("guitar", "drums", "melody", "concert", "chorus", "album"),
@@ -77,12 +78,20 @@ def _item_texts(item_topics: np.ndarray, rng: np.random.Generator) -> list[str]:
 
 
 def synthetic(n_users: int = 200, n_items: int = 300, n_scenarios: int = 2, n_topics: int = 4,
-              interactions_per_user: int = 20, seed: int = 0) -> tuple[Dataset, SyntheticTruth]:
-    """A seeded multi-scenario dataset with planted scenario-specific preferences, and its ground truth."""
+              interactions_per_user: int = 20, seed: int = 0, *, preference_scale: float = PREFERENCE_SCALE,
+              shift_scale: float = SHIFT_SCALE) -> tuple[Dataset, SyntheticTruth]:
+    """A seeded multi-scenario dataset with planted scenario-specific preferences, and its ground truth.
+
+    preference_scale and shift_scale are the standard deviations of the users' base preferences and of the
+    scenario shifts: the larger shift_scale is against preference_scale, the more the scenarios differ.
+    """
     for label, value in (("n_users", n_users), ("n_items", n_items), ("n_scenarios", n_scenarios),
                          ("n_topics", n_topics), ("interactions_per_user", interactions_per_user)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise DataError(f"{label} must be a positive integer, got {value!r}")
+    for label, value in (("preference_scale", preference_scale), ("shift_scale", shift_scale)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < np.inf:
+            raise DataError(f"{label} must be a finite number >= 0, got {value!r}")
     if n_topics > n_items:
         raise DataError(f"n_topics={n_topics} exceeds n_items={n_items}; every topic needs an item")
     if not n_scenarios <= interactions_per_user <= n_items:
@@ -91,8 +100,8 @@ def synthetic(n_users: int = 200, n_items: int = 300, n_scenarios: int = 2, n_to
     rng = np.random.default_rng(seed)
     names = ["mobile", "desktop"] if n_scenarios == 2 else [f"s{index}" for index in range(n_scenarios)]
     truth = SyntheticTruth(item_topics=rng.permutation(np.arange(n_items) % n_topics),
-                           user_preferences=rng.normal(0.0, PREFERENCE_SCALE, (n_users, n_topics)),
-                           scenario_shifts=rng.normal(0.0, SHIFT_SCALE, (n_scenarios, n_topics)),
+                           user_preferences=rng.normal(0.0, preference_scale, (n_users, n_topics)),
+                           scenario_shifts=rng.normal(0.0, shift_scale, (n_scenarios, n_topics)),
                            scenarios=names)
     scenario_mix = rng.dirichlet(np.ones(n_scenarios), size=n_users)
     counts = 1 + rng.multinomial(interactions_per_user - n_scenarios, scenario_mix)
@@ -112,3 +121,29 @@ def synthetic(n_users: int = 200, n_items: int = 300, n_scenarios: int = 2, n_to
     dataset = Dataset.from_frames(interactions.drop(columns="moment"), items, users, name="synthetic",
                                   view="custom", scenarios=names)
     return dataset, truth
+
+
+class TrueAffinity(Recommender):
+    """The planted true affinity in the scenario asked, as a model: the ceiling on synthetic data.
+
+    Items of one topic share their affinity; ties are broken at random, once per user, so the target's rank is
+    a draw among its equals rather than the middle of the tie.
+    """
+
+    def __init__(self, truth: SyntheticTruth, seed: int = 0) -> None:
+        self.truth = truth
+        self.seed = seed
+
+    def _check_params(self) -> None:
+        if not isinstance(self.truth, SyntheticTruth):
+            raise DataError(f"TrueAffinity needs the SyntheticTruth from synthetic(), got {type(self.truth).__name__}")
+
+    def _fit(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, train: pd.DataFrame,
+             item_vectors: np.ndarray | None) -> None:
+        self.tie_break_ = np.random.default_rng(self.seed).random((len(self.user_ids_), len(self.item_ids_)))
+
+    def _score(self, user_index: np.ndarray, scenario_index: int) -> np.ndarray:
+        """Each item's place in the user's order by affinity, then tie-break. shape: (B, n_items)."""
+        affinity = self.truth.affinity(self.scenarios_[scenario_index])[self.user_ids_[user_index]][:, self.item_ids_]
+        order = np.lexsort((self.tie_break_[user_index], affinity))  # (B, n_items)
+        return np.argsort(order, axis=1).astype(np.float32)  # exact in float32, unlike added noise
