@@ -13,7 +13,9 @@ scenario. `SingleScenario` is the traditional single-scenario system: one BPR-MF
 only on that scenario's interactions; in scenario s it scores with s's model, and a user with no training
 interactions in s gets s's item popularity instead.
 
-Both stop early on validation NDCG@10. This module also holds what the other trained models share: the
+Both stop early on validation NDCG@10. With distributed=True, run under torchrun, each process trains on its
+share of every batch and DDP averages the gradients (see xscene_lib.distributed); the result equals one
+process's up to float summation order. This module also holds what the other trained models share: the
 early-stopping metric (`validation_ndcg`), the uniform negative sampler, the checkpoint run key and the
 parameter checks.
 """
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from xscene_lib import metrics
 from xscene_lib import train as training
 from xscene_lib.data import DataError
+from xscene_lib.distributed import SINGLE, WorkerGroup, setup
 from xscene_lib.recommend import Recommender
 from xscene_lib.train import TrainHistory
 
@@ -59,6 +62,17 @@ def check_number(owner: str, name: str, value: object, *, positive: bool) -> Non
             or not np.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "> 0" if positive else ">= 0"
         raise DataError(f"{owner}({name}=...) must be a finite number {bound}, got {value!r}")
+
+
+def check_flag(owner: str, name: str, value: object) -> None:
+    """A clear error unless `value` is True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise DataError(f"{owner}({name}=...) must be True or False, got {value!r}")
+
+
+def worker_group(distributed: bool) -> WorkerGroup:
+    """The processes a model trains on: those torchrun started when distributed, else this one."""
+    return setup() if distributed else SINGLE
 
 
 def validation_ndcg(model: Recommender, train: pd.DataFrame, validation: pd.DataFrame | None, *,
@@ -117,7 +131,7 @@ def run_key(model: Recommender, *arrays: np.ndarray | None) -> str:
     """A hash of the model's settings and its training data, naming one run in a checkpoint folder."""
     settings = {name: repr(value) for name, value in sorted(vars(model).items())
                 if not name.startswith("_") and not name.endswith("_")
-                and name not in ("checkpoint_dir", "show_progress")}
+                and name not in ("checkpoint_dir", "show_progress", "distributed")}
     digest = hashlib.sha256(json.dumps([type(model).__name__, settings]).encode())
     for array in arrays:
         if array is not None:
@@ -166,7 +180,8 @@ class BPRMF(Recommender):
 
     def __init__(self, dim: int = 64, num_epochs: int = 50, learning_rate: float = 1e-2, weight_decay: float = 0.0,
                  reg: float = 1e-5, batch_size: int = 2048, patience: int = 5, seed: int = 0,
-                 checkpoint_dir: str | Path | None = None, show_progress: bool = True) -> None:
+                 checkpoint_dir: str | Path | None = None, show_progress: bool = True,
+                 distributed: bool = False) -> None:
         self.dim = dim
         self.num_epochs = num_epochs
         self.learning_rate = learning_rate
@@ -177,12 +192,14 @@ class BPRMF(Recommender):
         self.seed = seed
         self.checkpoint_dir = checkpoint_dir
         self.show_progress = show_progress
+        self.distributed = distributed
 
     def _check_params(self) -> None:
         owner = type(self).__name__
         for name in ("dim", "batch_size"):
             check_positive_int(owner, name, getattr(self, name))
         check_number(owner, "reg", self.reg, positive=False)
+        check_flag(owner, "distributed", self.distributed)
 
     def _new_factors(self) -> _Factors:
         """Freshly initialised embeddings for every user and item, seeded."""
@@ -192,21 +209,22 @@ class BPRMF(Recommender):
     def _train_factors(self, module: _Factors, users: np.ndarray, items: np.ndarray, train: pd.DataFrame,
                        validation: pd.DataFrame | None, folder: Path | None, description: str) -> TrainHistory:
         """Train one BPR-MF on the given training pairs (indices into the whole user list and catalogue)."""
-        reg = float(self.reg)
+        reg, workers = float(self.reg), worker_group(self.distributed)
 
         def loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            user, positive, negative = batch
-            p_u, q_i, q_j = module.users(user), module.items(positive), module.items(negative)  # (B, dim) each
-            margin = (p_u * (q_i - q_j)).sum(dim=1)  # (B,)
-            penalty = (p_u.square().sum() + q_i.square().sum() + q_j.square().sum()) / len(user)
-            return -F.logsigmoid(margin).mean() + reg * penalty
+            mine = workers.rows(len(batch[0]))  # this process's rows of the batch: all of them on one process
+            user, positive, negative = (column[mine] for column in batch)  # (b,) each
+            p_u, q_i, q_j = module.users(user), module.items(positive), module.items(negative)  # (b, dim) each
+            margin = (p_u * (q_i - q_j)).sum(dim=1)  # (b,)
+            penalty = (p_u.square().sum() + q_i.square().sum() + q_j.square().sum()) / workers.divisor(len(batch[0]))
+            return workers.mean(-F.logsigmoid(margin), len(batch[0])) + reg * penalty
 
         return training.train(
             module, triples(users, items, len(self.item_ids_), self.batch_size), loss,
             validate=validation_ndcg(self, train, validation, seed=self.seed), num_epochs=self.num_epochs,
             learning_rate=self.learning_rate, weight_decay=self.weight_decay, patience=self.patience, seed=self.seed,
             checkpoint_dir=folder, run_key=run_key(self, users, items), show_progress=self.show_progress,
-            description=description)
+            description=description, workers=workers)
 
     def _fit(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, train: pd.DataFrame,
              item_vectors: np.ndarray | None) -> None:

@@ -1,4 +1,4 @@
-"""The `xscene` command line: fetch and describe the book's datasets, run experiments."""
+"""The `xscene` command line: fetch and describe the book's datasets, encode their texts, run experiments."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Sequence
 
 from xscene_lib import datasets
 from xscene_lib.book import NotebookError
-from xscene_lib.data import DataError, scenario_views
+from xscene_lib.data import DataError
+from xscene_lib.scenarios import scenario_views
 
 ALL_SOURCES = ("local", "mirror", "origin", "fallback")
 
@@ -48,6 +49,20 @@ def _run(args: argparse.Namespace) -> None:
         columns = [c for c in table.columns if c in ("ndcg@10", "recall@10", "sampled_ndcg@10", "sampled_recall@10")]
     print(table.groupby(["model", "scenario"], sort=False)[columns].agg(["mean", "std"]).round(4).to_string())
     print(f"results and manifest in {args.output}/")
+
+
+def _encode(args: argparse.Namespace) -> None:
+    """Encode one dataset's item texts into the text cache, on --shards processes."""
+    from xscene_lib.sharded_encoding import encode_in_shards
+    from xscene_lib.text import TextEncoder
+
+    dataset = datasets.load(args.dataset, data_dir=args.data_dir, sources=_sources(args))
+    root = (args.data_dir if args.data_dir is not None else datasets.default_data_dir()) / "cache" / "text"
+    encoder = TextEncoder(args.encoder, cache_dir=root)
+    texts = dataset.items["text"].tolist()
+    count = encode_in_shards(encoder, texts, args.shards, timeout_s=args.timeout)
+    print(f"{args.dataset}: {count:,} of {len(set(texts)):,} distinct texts encoded on {args.shards} process(es); "
+          f"cache in {encoder.vector_cache().folder}")
 
 
 def _book(args: argparse.Namespace) -> None:
@@ -114,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--offline", action="store_true", help="skip the origin URL when fetching data")
     run.set_defaults(run=_run)
 
+    encode = commands.add_parser("encode", help="encode a dataset's item texts into the text cache",
+                                 description="Encode the item texts the text cache lacks. With --shards N, N "
+                                 "processes started by torchrun each encode a contiguous share and write it as a part; "
+                                 "the parts are merged into the same cache one process would build.")
+    encode.add_argument("--dataset", default="ml-100k", help=f"dataset name ({names}; default: ml-100k)")
+    encode.add_argument("--shards", type=int, default=1, help="number of processes (one GPU each when there are "
+                        "GPUs; default: 1)")
+    encode.add_argument("--encoder", default="all-MiniLM-L6-v2",
+                        help="text encoder: the packaged default, a Hugging Face name or a local folder")
+    encode.add_argument("--timeout", type=float, default=3_600, help="seconds before the job is stopped")
+    encode.add_argument("--data-dir", type=Path, default=None, help="where raw/ and cache/ live")
+    encode.add_argument("--offline", action="store_true", help="skip the origin URL when fetching data")
+    encode.set_defaults(run=_encode)
+
     book = commands.add_parser("book", help="execute the notebooks and build the book's site",
                                description="Execute every notebooks/*.ipynb with papermill into book/executed/ "
                                "(wall times in book/executed/timings.json), then run `jupyter-book build "
@@ -124,12 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reported_errors() -> tuple[type[BaseException], ...]:
+    """Errors shown as one line: bad data, failed fetches and builds, failed multi-process jobs."""
+    errors: list[type[BaseException]] = [DataError, datasets.FetchError, NotebookError]
+    for module, name in (("xscene_lib.distributed", "DistributedError"), ("xscene_lib.text_cache", "PartsError")):
+        if module in sys.modules:  # imported only by the commands that can raise them
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `xscene` command; return its exit status."""
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (DataError, datasets.FetchError, NotebookError) as error:
+    except Exception as error:
+        if not isinstance(error, _reported_errors()):
+            raise
         print(f"xscene: error: {error}", file=sys.stderr)
         return 2
     return 0

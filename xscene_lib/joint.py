@@ -20,7 +20,9 @@ Training: every interaction (u, i, s) of every scenario, in shuffled batches. Wi
 positive competes with the other positives of the batch (in-batch sampled softmax); popular items turn up as
 in-batch negatives more often, which logQ correction undoes by subtracting log q_i (q_i: i's share of the
 training interactions) from every logit. With loss="bpr" the positive competes with one uniformly drawn item.
-`scenario_loss_weights` scales each scenario's rows in the loss.
+`scenario_loss_weights` scales each scenario's rows in the loss. With distributed=True (under torchrun) each
+process computes the users of its share of the batch against every positive of the batch, so the in-batch
+softmax sees the same negatives as on one process (see xscene_lib.distributed).
 
 Items never seen in training get no id part (e_i = 0): with text they are scored from their text alone;
 without text (use_text=False) their vector is zero, their cosine is 0 and so is their score, in every
@@ -38,8 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from xscene_lib import train as training
-from xscene_lib.bpr import (check_number, check_positive_int, history_means, run_key, scores_in_chunks, seen_keys,
-                            uniform_negatives, validation_ndcg)
+from xscene_lib.bpr import (check_flag, check_number, check_positive_int, history_means, run_key, scores_in_chunks,
+                            seen_keys, uniform_negatives, validation_ndcg, worker_group)
 from xscene_lib.data import DataError
 from xscene_lib.recommend import Recommender
 
@@ -131,7 +133,8 @@ class JointModel(Recommender):
                  loss: str = "softmax", temperature: float = 0.1, num_epochs: int = 30, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, batch_size: int = 1024, patience: int = 3,
                  scenario_loss_weights: Mapping[str, float] | None = None, seed: int = 0,
-                 checkpoint_dir: str | Path | None = None, show_progress: bool = True) -> None:
+                 checkpoint_dir: str | Path | None = None, show_progress: bool = True,
+                 distributed: bool = False) -> None:
         self.dim = dim
         self.use_text = use_text
         self.use_id = use_id
@@ -147,6 +150,7 @@ class JointModel(Recommender):
         self.seed = seed
         self.checkpoint_dir = checkpoint_dir
         self.show_progress = show_progress
+        self.distributed = distributed
 
     @property
     def needs_item_vectors(self) -> bool:
@@ -171,9 +175,8 @@ class JointModel(Recommender):
         for name in ("dim", "batch_size"):
             check_positive_int(owner, name, getattr(self, name))
         check_number(owner, "temperature", self.temperature, positive=True)
-        for name in ("use_text", "use_id"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise DataError(f"{owner}({name}=...) must be True or False, got {getattr(self, name)!r}")
+        for name in ("use_text", "use_id", "distributed"):
+            check_flag(owner, name, getattr(self, name))
         if not (self.use_text or self.use_id):
             raise DataError(f"{owner}(use_text=False, use_id=False) has nothing to represent users and items with; "
                             f"switch on at least one of them")
@@ -212,7 +215,7 @@ class JointModel(Recommender):
         self.module_ = net
         log_q = torch.as_tensor(np.log(np.maximum(counts, 1.0) / counts.sum()), dtype=torch.float32)  # (n_items,)
         keys = seen_keys(users, items, len(self.item_ids_))
-        temperature = float(self.temperature)
+        temperature, workers = float(self.temperature), worker_group(self.distributed)
 
         def batches(rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
             order = rng.permutation(len(users))
@@ -224,25 +227,29 @@ class JointModel(Recommender):
                 yield batch
 
         def loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            user, item, scenario = batch[:3]  # (B,) each
-            h = F.normalize(net.users(user, scenario), dim=-1)  # (B, dim)
-            v = F.normalize(net.items(item), dim=-1)  # (B, dim)
+            user, item, scenario = batch[:3]  # (B,) each: the whole batch
+            mine = workers.rows(len(user))  # this process's b rows of it: all B on one process
+            h = F.normalize(net.users(user[mine], scenario[mine]), dim=-1)  # (b, dim)
             if self.loss == "bpr":
-                negative = F.normalize(net.items(batch[3]), dim=-1)  # (B, dim)
-                per_row = -F.logsigmoid((h * (v - negative)).sum(dim=1) / temperature)  # (B,)
+                v = F.normalize(net.items(item[mine]), dim=-1)  # (b, dim)
+                negative = F.normalize(net.items(batch[3][mine]), dim=-1)  # (b, dim)
+                per_row = -F.logsigmoid((h * (v - negative)).sum(dim=1) / temperature)  # (b,)
             else:
-                logits = h @ v.T / temperature - log_q[item][None, :]  # (B, B): user b against positive k
-                same_item = (item[None, :] == item[:, None]) & ~torch.eye(len(item), dtype=torch.bool)
+                v = F.normalize(net.items(item), dim=-1)  # (B, dim): every positive of the batch
+                logits = h @ v.T / temperature - log_q[item][None, :]  # (b, B): user b against positive k
+                own = torch.arange(len(item))[mine]  # (b,): the column of each row's own positive
+                same_item = item[None, :] == item[mine][:, None]  # (b, B)
+                same_item[torch.arange(len(own)), own] = False
                 logits = logits.masked_fill(same_item, -torch.inf)  # another row's copy of b's own positive
-                per_row = F.cross_entropy(logits, torch.arange(len(item)), reduction="none")  # (B,)
-            return (weights[scenario] * per_row).mean()
+                per_row = F.cross_entropy(logits, own, reduction="none")  # (b,)
+            return workers.mean(weights[scenario[mine]] * per_row, len(user))
 
         validate = validation_ndcg(self, train, self._validation, seed=self.seed)
         self.history_ = training.train(
             net, batches, loss, validate=validate, num_epochs=self.num_epochs, learning_rate=self.learning_rate,
             weight_decay=self.weight_decay, patience=self.patience, seed=self.seed, checkpoint_dir=self.checkpoint_dir,
             run_key=run_key(self, users, items, scenarios, item_vectors), show_progress=self.show_progress,
-            description="joint model")
+            description="joint model", workers=workers)
 
     def _score(self, user_index: np.ndarray, scenario_index: int) -> np.ndarray:
         """cos(h, v_i) / temperature for every item in one scenario. shape: (n_users, n_items)."""

@@ -71,7 +71,7 @@ class TextEncoder:
             return np.zeros((0, self._loaded()[0].config.hidden_size), dtype=np.float32)
         hashes = [text_hash(text) for text in texts]
         distinct = {h: text for h, text in zip(hashes, texts)}  # text hash -> text, first-seen order
-        cache = VectorCache(self._cache_root(), self._settings()) if self.cache else None
+        cache = self.vector_cache() if self.cache else None
         found, cached = cache.lookup(list(distinct)) if cache is not None else (np.zeros(len(distinct), bool), None)
         new_texts = [text for text, hit in zip(distinct.values(), found) if not hit]
         if not new_texts:
@@ -86,6 +86,14 @@ class TextEncoder:
                 table[found] = cached
         row_of = {h: row for row, h in enumerate(distinct)}
         return table[[row_of[h] for h in hashes]]  # (n, d)
+
+    def vector_cache(self) -> VectorCache:
+        """The on-disk cache of this encoder's settings (under cache_dir), which encode() reads and fills."""
+        return VectorCache(self._cache_root(), self._settings())
+
+    def encoding_order(self, texts: Sequence[str]) -> np.ndarray:
+        """The order encode() batches new texts in: longest first; shards of whole batches of it encode alike."""
+        return _longest_first(self._tokenize(list(texts)))
 
     # --- settings and loading ------------------------------------------------------------------
 
@@ -146,8 +154,7 @@ class TextEncoder:
         if self.pooling == "pooler" and getattr(model, "pooler", None) is None:
             raise ValueError(f"{self.model} has no trained pooler layer; use pooling='mean' or 'cls'")
         tokens = self._tokenize(texts)
-        lengths = np.array([len(ids) for ids in tokens["input_ids"]])  # (n,)
-        order = np.argsort(-lengths, kind="stable")  # longest first
+        order = _longest_first(tokens)
         show = len(texts) > PROGRESS_FROM if self.show_progress is None else bool(self.show_progress)
         vectors = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)  # (n, d)
         pad_values = {"input_ids": tokenizer.pad_token_id or 0, "token_type_ids": tokenizer.pad_token_type_id}
@@ -189,6 +196,12 @@ class TextEncoder:
             pooled = output.pooler_output  # (B, d)
         pooled = pooled.float()
         return torch.nn.functional.normalize(pooled, p=2.0, dim=1) if self.normalize else pooled
+
+
+def _longest_first(tokens: dict[str, list[list[int]]]) -> np.ndarray:
+    """Positions of the token lists, longest first, equal lengths in input order. shape: (n,)."""
+    lengths = np.array([len(ids) for ids in tokens["input_ids"]])  # (n,)
+    return np.argsort(-lengths, kind="stable")
 
 
 def _padded_batch(tokens: dict[str, list[list[int]]], rows: np.ndarray, pad_values: dict[str, int],

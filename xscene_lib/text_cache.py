@@ -9,6 +9,11 @@ Layout of one settings folder (its name is a hash of the settings):
 
 Every file is written to a temporary name and moved into place; the manifest is the commit point, so a
 shard it does not list is ignored. A folder that fails its checks is reported in one warning and rebuilt.
+
+Sharded encoding (`xscene encode --shards N`): N processes each encode a contiguous share of the new texts
+and write it as a part file (`write_part`, atomically) into a parts folder; `merge_parts` then checks that
+the N parts are all there, from the same job, and adds their vectors to the cache in one shard, in the order
+a single process would have written them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ FORMAT_VERSION = 1
 SETTINGS_FILE = "settings.json"
 MANIFEST = "manifest.json"
 MAX_SHARDS = 16  # more shards than this are merged into one on the next write
+
+
+class PartsError(RuntimeError):
+    """The parts of a sharded encoding do not make one whole; the message says what is wrong and what to do."""
 
 
 class TextCacheWarning(UserWarning):
@@ -192,3 +201,52 @@ def _read_shard(folder: Path, shard: Mapping[str, object], dim: int) -> tuple[li
     if len(hashes) != shard["rows"] or vectors.null_count or vectors.flatten().null_count:
         raise _Unusable(f"{path.name}: {len(hashes)} rows, some missing (manifest says {shard['rows']})")
     return hashes, vectors.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+# --- sharded encoding: parts written by several processes, merged into the cache ----------------------
+
+
+def part_name(shard: int, n_shards: int) -> str:
+    """The file name of part `shard` (0-based) of a job of n_shards parts."""
+    return f"part-{shard:04d}-of-{n_shards:04d}.parquet"
+
+
+def write_part(folder: Path, shard: int, n_shards: int, cache: VectorCache, hashes: Sequence[str],
+               vectors: np.ndarray) -> Path:
+    """Write one process's share of a sharded encoding, atomically; shape: vectors (len(hashes), d)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
+    table = pa.table({"text_hash": pa.array(list(hashes), type=pa.string()),
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])})
+    about = {"shard": shard, "n_shards": n_shards, "settings": cache.folder.name}
+    table = table.replace_schema_metadata({"xscene_part": json.dumps(about)})
+    path = Path(folder) / part_name(shard, n_shards)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda temporary: pq.write_table(table, temporary))
+    return path
+
+
+def merge_parts(folder: Path, n_shards: int, cache: VectorCache, hashes: Sequence[str]) -> None:
+    """Add the vectors of the n_shards parts in `folder` to `cache`, in the order of `hashes`."""
+    folder = Path(folder)
+    vectors: dict[str, np.ndarray] = {}
+    for path in sorted(folder.glob("part-*.parquet")):
+        table = pq.read_table(path)
+        about = json.loads((table.schema.metadata or {}).get(b"xscene_part", b"{}"))
+        if about.get("n_shards") != n_shards:
+            raise PartsError(f"{path} was written by a job of {about.get('n_shards')} processes, not {n_shards} "
+                             f"(world size mismatch); delete {folder} and encode again with one --shards value")
+        if about.get("settings") != cache.folder.name:
+            raise PartsError(f"{path} holds vectors of other encoder settings; delete {folder} and encode again")
+        rows = table.column("vector").combine_chunks()
+        values = rows.flatten().to_numpy(zero_copy_only=False).reshape(len(rows), -1)  # (rows, d)
+        vectors.update(zip(table.column("text_hash").to_pylist(), values))
+    missing = [shard for shard in range(n_shards) if not (folder / part_name(shard, n_shards)).is_file()]
+    if missing:
+        raise PartsError(f"part(s) {missing} of {n_shards} are missing in {folder}: the process(es) encoding them "
+                         f"did not finish; run the sharded encoding again")
+    absent = [h for h in hashes if h not in vectors]
+    if absent:
+        raise PartsError(f"the parts in {folder} lack {len(absent)} of the {len(hashes)} texts to merge; they "
+                         f"belong to another job: delete {folder} and encode again")
+    if hashes:
+        cache.add(list(hashes), np.stack([vectors[h] for h in hashes]))  # (n, d)

@@ -6,6 +6,10 @@ validation score where higher is better. `train` runs Adam epoch by epoch, keeps
 of the best validation epoch, stops after `patience` epochs without improvement, and, given a
 `checkpoint_dir`, writes safetensors checkpoints after every epoch so that an interrupted run
 resumes where it stopped and ends with the same numbers as an uninterrupted one.
+
+Given a `WorkerGroup` of several processes (see xscene_lib.distributed), every process draws the same batches,
+computes the loss of its own rows through DDP, validates on rank 0 only and receives that score, so early
+stopping agrees everywhere; only rank 0 writes checkpoints, and every process can resume from them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm  # plain text bars: readable in terminals, notebooks and the built site
 
 from xscene_lib.data import DataError
+from xscene_lib.distributed import SINGLE, WorkerGroup, collective_failure, is_collective_failure
 from xscene_lib.store import write_atomically
 
 LAST = "last.safetensors"  # model + optimizer + random state after the latest finished epoch
@@ -57,8 +62,22 @@ def train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Iter
           loss: Callable[[Any], torch.Tensor], *, validate: Callable[[], float] | None = None,
           num_epochs: int = 30, learning_rate: float = 1e-3, weight_decay: float = 0.0, patience: int = 3,
           seed: int = 0, checkpoint_dir: str | Path | None = None, run_key: str = "",
-          show_progress: bool = True, description: str = "training") -> TrainHistory:
+          show_progress: bool = True, description: str = "training", workers: WorkerGroup = SINGLE) -> TrainHistory:
     """Train `module` with Adam on `loss` over `batches`; return the history, best weights loaded."""
+    try:
+        return _train(module, batches, loss, validate, num_epochs, learning_rate, weight_decay, patience, seed,
+                      checkpoint_dir, run_key, show_progress and workers.is_main, description, workers)
+    except RuntimeError as error:  # DDP's backward reports a failed gloo/NCCL exchange as a plain RuntimeError
+        if workers.is_distributed and is_collective_failure(error):
+            raise collective_failure(error, workers) from error
+        raise
+
+
+def _train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Iterable[Any]],
+           loss: Callable[[Any], torch.Tensor], validate: Callable[[], float] | None, num_epochs: int,
+           learning_rate: float, weight_decay: float, patience: int, seed: int, checkpoint_dir: str | Path | None,
+           run_key: str, show_progress: bool, description: str, workers: WorkerGroup) -> TrainHistory:
+    """The loop of `train`, on one process or on each process of `workers`."""
     _check_settings(num_epochs, learning_rate, weight_decay, patience)
     rng = seeded_generator(seed)
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
@@ -69,6 +88,8 @@ def train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Iter
     if folder is not None and (folder / LAST).is_file():
         history, rng = _resume(folder, module, optimizer, fingerprint)
         best_state = load_file(str(folder / BEST)) if (folder / BEST).is_file() else _copy_state(module)
+    workers.check_same(len(history.epochs), "the epochs already done in checkpoint_dir")
+    step = workers.wrap(module, loss)  # loss(batch), through DDP when there are several processes
     bar = tqdm(total=num_epochs, initial=len(history.epochs), desc=description, disable=not show_progress,
                unit="epoch", leave=False)
     while len(history.epochs) < num_epochs and not history.stopped_early:
@@ -77,7 +98,7 @@ def train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Iter
         total, count = 0.0, 0
         for batch in batches(rng):
             optimizer.zero_grad(set_to_none=True)
-            value = loss(batch)
+            value = step(batch)
             if not torch.isfinite(value):
                 raise FloatingPointError(f"{description}: the loss became {value.item()} in epoch {epoch + 1}; "
                                          f"lower learning_rate (now {learning_rate}) or check the inputs")
@@ -87,21 +108,20 @@ def train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Iter
         if count == 0:
             raise DataError(f"{description}: an epoch yielded no batches; check the training data")
         module.eval()
-        record = {"epoch": epoch + 1, "loss": total / count}
+        record = {"epoch": epoch + 1, "loss": workers.sum(total) / workers.world_size / count}
         if validate is not None:
-            with torch.inference_mode():
-                record["valid"] = float(validate())
+            record["valid"] = workers.from_main(lambda: _validated(validate))
         record["seconds"] = time.perf_counter() - started
         history.epochs.append(record)
         score = record.get("valid", -record["loss"])
         if score > history.best_score:
             history.best_epoch, history.best_score = epoch + 1, score
             best_state = _copy_state(module)
-            if folder is not None:
+            if folder is not None and workers.is_main:
                 _save_atomically(best_state, folder / BEST, {})
         elif epoch + 1 - history.best_epoch >= patience:
             history.stopped_early = True
-        if folder is not None:
+        if folder is not None and workers.is_main:
             _save_checkpoint(folder, module, optimizer, rng, history, fingerprint)
         bar.update(1)
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", "valid")})
@@ -109,6 +129,12 @@ def train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Iter
     module.load_state_dict(best_state)
     module.eval()
     return history
+
+
+def _validated(validate: Callable[[], float]) -> float:
+    """The validation score, computed without gradients."""
+    with torch.inference_mode():
+        return float(validate())
 
 
 def _check_settings(num_epochs: int, learning_rate: float, weight_decay: float, patience: int) -> None:
