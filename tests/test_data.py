@@ -3,10 +3,8 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from xscene_lib.data import (
-    INTERACTION_COLUMNS, SCENARIO_VIEWS, DataError, Dataset, Description, Split, assign_scenarios, cold_start,
-    scenario_views,
-)
+from xscene_lib.data import INTERACTION_COLUMNS, DataError, Dataset, Description, Split, cold_start
+from xscene_lib.scenarios import SCENARIO_VIEWS, assign_scenarios, scenario_views
 
 # (user_id, item_id, scenario, timestamp), deliberately not in time order.
 # user 1 in time: 10 a i10, 20 b i11, 30 a i12, 40 b i13, 50 a i14
@@ -400,3 +398,13 @@ def test_assigned_scenarios_build_a_dataset_in_view_order():
 
 def test_description_and_split_are_dataclasses():
     assert dataclasses.is_dataclass(Description) and dataclasses.is_dataclass(Split)
+
+
+def test_without_repeats_drops_held_out_rows_whose_item_the_user_trained_on():
+    train = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [10, 11, 10], "scenario": ["a", "b", "a"]})
+    valid = pd.DataFrame({"user_id": [1, 2], "item_id": [10, 12], "scenario": ["b", "a"]})
+    test = pd.DataFrame({"user_id": [1, 2], "item_id": [12, 10], "scenario": ["a", "b"]})
+    kept = Split(train, valid, test).without_repeats()
+    assert kept.valid[["user_id", "item_id"]].values.tolist() == [[2, 12]]
+    assert kept.test[["user_id", "item_id"]].values.tolist() == [[1, 12]]
+    assert kept.train is train

@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xscene_lib import store
-from xscene_lib.data import Dataset, DataError, assign_scenarios, scenario_views
+from xscene_lib.data import Dataset, DataError
+from xscene_lib.scenarios import assign_scenarios, scenario_views
 from xscene_lib.formats import RawFormat, Tables
 from xscene_lib.registry import DATASETS, DatasetSpec, available, spec_of  # noqa: F401 (available: part of the API)
 
