@@ -1,7 +1,7 @@
 """Several processes working as one, with PyTorch's own stack: torchrun starts them, torch.distributed joins
 them into a process group, DistributedDataParallel (DDP) keeps their model copies equal.
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 examples/train_distributed.py
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m xscene_lib.scaling_demo
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in every process it starts; `setup`
 reads them and joins the group (gloo for CPU tensors, NCCL for CUDA tensors when GPUs exist), with a timeout

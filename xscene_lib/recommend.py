@@ -15,12 +15,16 @@ scenario's term is returned as its contribution, so a ranking can be explained.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from xscene_lib.data import DataError, require_columns
+
+if TYPE_CHECKING:
+    from xscene_lib.retrieval import ItemIndex
 
 TRAIN_COLUMNS = ("user_id", "item_id", "scenario")
 USER_CHUNK = 1024  # users blended at once in recommend(), bounding memory to S * 1024 * n_items floats
@@ -122,13 +126,19 @@ class Recommender:
 
     def recommend(self, users: Sequence[int], k: int = 10,
                   scenario_weights: Mapping[str, float] | str | None = None,
-                  exclude_seen: bool = True) -> pd.DataFrame:
+                  exclude_seen: bool = True, index: ItemIndex | None = None) -> pd.DataFrame:
         """Top-k items per user, blending scenarios; one row per (user, rank) with contributions.
 
         scenario_weights: None or "history" (each user's share of training interactions per
-        scenario), "uniform", or a mapping scenario -> non-negative weight.
+        scenario), "uniform", or a mapping scenario -> non-negative weight. index: a fitted
+        xscene_lib.retrieval.ItemIndex over this model's item vectors, searched instead of ranking every
+        item (two-tower models only; see xscene_lib.retrieval.retrieve).
         """
         self._check_fitted()
+        if index is not None:
+            from xscene_lib.retrieval import retrieve  # retrieval imports the models, which import this module
+
+            return retrieve(self, users, index, k, scenario_weights, exclude_seen)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise DataError(f"k must be a positive integer, got {k!r}")
         raw = np.asarray(users, dtype=np.int64).reshape(-1)

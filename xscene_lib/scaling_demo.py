@@ -1,8 +1,8 @@
 """Train the joint model (or BPR-MF) on the synthetic data, on one process or on several started by torchrun.
 
-    python examples/train_distributed.py --out single.json                       # one process
+    python -m xscene_lib.scaling_demo --out single.json                            # one process
     python -m torch.distributed.run --standalone --nproc-per-node 2 \\
-        examples/train_distributed.py --out two.json                               # two processes, gloo on CPU
+        -m xscene_lib.scaling_demo --out two.json                                  # two processes, gloo on CPU
 
 Every process trains; rank 0 validates, writes the checkpoints (with --checkpoint-dir), evaluates on the test
 rows and writes --out: the per-epoch history, test NDCG@10 and Recall@10, and the weights (next to --out).
