@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError
-from xscene_lib.intervals import over_seeds, paired_bootstrap
+from xscene_lib.intervals import over_seeds, paired_bootstrap, seed_summary, verdict
 
 
 def _per_row(difference: float, n_users: int = 400, noise: float = 0.1, seed: int = 0) -> pd.DataFrame:
@@ -77,3 +77,21 @@ def test_over_seeds_mean_and_std() -> None:
 def test_bad_input_is_refused(call, message: str) -> None:
     with pytest.raises(DataError, match=message):
         call(_per_row(0.01))
+
+
+def test_verdict_reads_the_side_of_zero_the_interval_lies_on():
+    assert verdict(0.01, 0.03) == "above zero" and verdict(-0.03, -0.01) == "below zero"
+    assert verdict(-0.01, 0.02) == "no difference can be told" and verdict(0.0, 0.02) == "no difference can be told"
+    assert verdict(0.1, 0.2, above="helps", below="hurts") == "helps"
+    with pytest.raises(DataError, match="low <= high"):
+        verdict(0.2, 0.1)
+    with pytest.raises(DataError, match="finite"):
+        verdict(float("nan"), 0.1)
+
+
+def test_seed_summary_shows_mean_and_std_per_model_and_scenario():
+    results = pd.DataFrame({"model": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "scenario": ["all"] * 4,
+                            "ndcg@10": [0.1, 0.3, 0.2, 0.2]})
+    table = seed_summary(results, ["ndcg@10"])
+    assert table.loc["a", ("ndcg@10", "all")] == "0.2000 ± 0.1414"
+    assert table.loc["b", ("ndcg@10", "all")] == "0.2000 ± 0.0000"

@@ -3,7 +3,8 @@
 Every claim in the book compares two models on the same test rows. `paired_bootstrap` resamples
 users with replacement (a user's rows stay together) and reports the mean difference B - A with
 its percentile confidence interval and a two-sided bootstrap p-value. `over_seeds` gives the mean
-and standard deviation of a metric across training seeds.
+and standard deviation of a metric across training seeds (`seed_summary` as a table of cells), and
+`verdict` turns an interval into the words the book may use about it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,24 @@ def over_seeds(results: pd.DataFrame, metric: str, by: Sequence[str] = ("model",
     _require(results, [*groups, "seed", metric], "results")
     table = results.groupby(groups, observed=True, sort=False)[metric].agg(["mean", "std", "count"])
     return table.rename(columns={"count": "seeds"}).fillna({"std": 0.0}).reset_index()
+
+
+def seed_summary(results: pd.DataFrame, metrics: Sequence[str], by: str = "model") -> pd.DataFrame:
+    """A table of "mean ± std over seeds" cells: one row per `by` value, one column per (metric, scenario)."""
+    cells = {}
+    for metric in metrics:
+        spread = over_seeds(results, metric, (by, "scenario"))
+        spread["cell"] = spread["mean"].map("{:.4f}".format) + " ± " + spread["std"].map("{:.4f}".format)
+        cells[metric] = spread.pivot(index=by, columns="scenario", values="cell")
+    return pd.concat(cells, axis=1)
+
+
+def verdict(ci_low: float, ci_high: float, above: str = "above zero", below: str = "below zero",
+            neither: str = "no difference can be told") -> str:
+    """The words an interval of a difference allows: `above` if it lies above zero, `below` if under, else `neither`."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)) or ci_low > ci_high:
+        raise DataError(f"an interval is two finite numbers, low <= high; got [{ci_low}, {ci_high}]")
+    return above if ci_low > 0 else below if ci_high < 0 else neither
 
 
 def paired_bootstrap(per_row: pd.DataFrame, metric: str, baseline: str, candidate: str, *,

@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
+from xscene_lib import intervals
 from xscene_lib.data import DataError, require_columns
 
 SUPPORTED = "supported"
@@ -50,12 +50,8 @@ def verdict(ci_low: float, ci_high: float, predicted_sign: int = 1) -> str:
     """The verdict on a claim that predicts a difference of `predicted_sign`, from its interval."""
     if predicted_sign not in (1, -1):
         raise DataError(f"predicted_sign must be +1 or -1, got {predicted_sign!r}")
-    if not (np.isfinite(ci_low) and np.isfinite(ci_high)) or ci_low > ci_high:
-        raise DataError(f"the interval must be two finite numbers, low <= high; got [{ci_low}, {ci_high}]")
-    if ci_low > 0 or ci_high < 0:
-        side = 1 if ci_low > 0 else -1
-        return SUPPORTED if side == predicted_sign else NOT_SUPPORTED
-    return NO_CONCLUSION
+    up, down = (SUPPORTED, NOT_SUPPORTED) if predicted_sign == 1 else (NOT_SUPPORTED, SUPPORTED)
+    return intervals.verdict(ci_low, ci_high, above=up, below=down, neither=NO_CONCLUSION)
 
 
 def pick(compared: pd.DataFrame, baseline: str, candidate: str, *, slice_name: str = "all",
