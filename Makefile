@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,dev,bench]"
 	touch $(STAMP)
 
+# the book's three datasets (food-kitchen from its origin, or from a folder in $$XSCENE_MIRROR)
 data: $(STAMP)
 	$(VENV)/bin/xscene fetch ml-100k
+	$(VENV)/bin/xscene fetch ml-1m
+	$(VENV)/bin/xscene fetch food-kitchen
 
 # papermill executes notebooks/*.ipynb (full mode) into book/executed/, then jupyter-book builds
 # the site with warnings as errors; per-notebook wall times go to book/executed/timings.json.
