@@ -236,6 +236,17 @@ class BPRMF(Recommender):
         """Dot products of user and item embeddings, the same in every scenario. shape: (n_users, n_items)."""
         return self.module_.all_scores(user_index)
 
+    def item_vectors(self) -> np.ndarray:
+        """The item embeddings (score = user . item, in every scenario). shape: (n_items, dim)."""
+        self._check_fitted()
+        return self.module_.items.weight.detach().numpy().copy()
+
+    def user_vectors(self, user_index: np.ndarray, scenario_index: int = 0) -> np.ndarray:
+        """The user embeddings, the same in every scenario. shape: (len(user_index), dim)."""
+        self._check_fitted()
+        with torch.inference_mode():
+            return self.module_.users(torch.as_tensor(np.asarray(user_index, dtype=np.int64))).numpy()
+
 
 class SingleScenario(BPRMF):
     """One BPR-MF per scenario, each trained only on its scenario; popularity for users new to a scenario."""
@@ -256,6 +267,12 @@ class SingleScenario(BPRMF):
             self.histories_.append(self._train_factors(self.modules_[index], users[rows], items[rows],
                                                        train[scenario_names == name], validation, folder,
                                                        f"BPR-MF on {name}"))
+
+    def item_vectors(self) -> np.ndarray:
+        raise DataError("SingleScenario keeps one model per scenario, not one item vector per item; use recommend()")
+
+    def user_vectors(self, user_index: np.ndarray, scenario_index: int = 0) -> np.ndarray:
+        raise DataError("SingleScenario keeps one model per scenario, not one user vector per user; use recommend()")
 
     def _score(self, user_index: np.ndarray, scenario_index: int) -> np.ndarray:
         """Scenario s's model for users it was trained on, s's popularity for the rest. shape: (n_users, n_items)."""

@@ -253,14 +253,25 @@ class JointModel(Recommender):
 
     def _score(self, user_index: np.ndarray, scenario_index: int) -> np.ndarray:
         """cos(h, v_i) / temperature for every item in one scenario. shape: (n_users, n_items)."""
-        net, scale = self.module_, 1.0 / float(self.temperature)
-        with torch.inference_mode():
-            items = F.normalize(net.items(), dim=-1) * scale  # (n_items, dim)
+        items = torch.from_numpy(self.item_vectors())  # (n_items, dim)
 
         def users(user: torch.Tensor) -> torch.Tensor:
-            return F.normalize(net.users(user, torch.full_like(user, scenario_index)), dim=-1)  # (B, dim)
+            return torch.from_numpy(self.user_vectors(user.numpy(), scenario_index))  # (B, dim)
 
         return scores_in_chunks(users, items, user_index)
+
+    def item_vectors(self) -> np.ndarray:
+        """The item side of the score, v_i / |v_i| / temperature (score = user . item). shape: (n_items, dim)."""
+        self._check_fitted()
+        with torch.inference_mode():
+            return (F.normalize(self.module_.items(), dim=-1) * (1.0 / float(self.temperature))).numpy()
+
+    def user_vectors(self, user_index: np.ndarray, scenario_index: int) -> np.ndarray:
+        """The user side of the score in one scenario, h / |h|, for user indices. shape: (len(user_index), dim)."""
+        self._check_fitted()
+        user = torch.as_tensor(np.asarray(user_index, dtype=np.int64))
+        with torch.inference_mode():
+            return F.normalize(self.module_.users(user, torch.full_like(user, scenario_index)), dim=-1).numpy()
 
     def scenario_parameters(self) -> dict[str, dict[str, np.ndarray]]:
         """The learned parameters of each scenario: its embedding c_s and its adaptation of the shared tower."""

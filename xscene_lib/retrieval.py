@@ -29,8 +29,6 @@ from collections.abc import Mapping, Sequence
 import faiss
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
 from xscene_lib.bpr import BPRMF, SingleScenario
 from xscene_lib.data import DataError
@@ -148,24 +146,14 @@ def recall_at_k(approximate: np.ndarray, exact: np.ndarray) -> float:
 def item_vectors(model: Recommender) -> np.ndarray:
     """The item side of a two-tower model: score = user vector . item vector. shape: (n_items, d)."""
     _check_two_tower(model)
-    with torch.inference_mode():
-        if isinstance(model, JointModel):
-            items = F.normalize(model.module_.items(), dim=-1) / float(model.temperature)
-        else:
-            items = model.module_.items.weight
-        return np.ascontiguousarray(items.numpy(), dtype=np.float32)
+    return np.ascontiguousarray(model.item_vectors(), dtype=np.float32)
 
 
 def user_vectors(model: Recommender, user_index: np.ndarray, scenario_index: int) -> np.ndarray:
     """The user side of a two-tower model in one scenario, for user indices (not raw ids). shape: (B, d)."""
     _check_two_tower(model)
-    user = torch.as_tensor(np.asarray(user_index, dtype=np.int64))
-    with torch.inference_mode():
-        if isinstance(model, JointModel):
-            users = F.normalize(model.module_.users(user, torch.full_like(user, scenario_index)), dim=-1)
-        else:
-            users = model.module_.users(user)
-        return np.ascontiguousarray(users.numpy(), dtype=np.float32)
+    return np.ascontiguousarray(model.user_vectors(np.asarray(user_index, dtype=np.int64), scenario_index),
+                                dtype=np.float32)
 
 
 def retrieve(model: Recommender, users: Sequence[int], index: ItemIndex, k: int = 10,
