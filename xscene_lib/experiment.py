@@ -100,7 +100,7 @@ def run_experiment(dataset: str = "ml-100k", scenarios: str | None = None,
     if unknown or not models:
         raise DataError(f"unknown model(s) {unknown or '(none given)'}; choose from {list(MODELS)}")
     seed_list = _checked_seeds(seeds)
-    data = datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources)
+    data = datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources, verbose=show_progress)
     split = _smoke_split(data.split(), SMOKE_USERS) if smoke else data.split()
     vectors = _item_vectors(data, encoder, data_dir) if any(_uses_text(m) for m in models) else None
     folder = Path(output_dir) / f"{data.name}-{data.view}{_encoder_tag(encoder)}{'-smoke' if smoke else ''}"
@@ -133,7 +133,7 @@ def run_click_through(dataset: str = "ml-1m", scenarios: str | None = None,
     if unknown or not models:
         raise DataError(f"unknown click-through model(s) {unknown or '(none given)'}; choose from {list(CLICK_MODELS)}")
     seed_list = _checked_seeds(seeds)
-    data = datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources)
+    data = datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources, verbose=show_progress)
     vectors = _item_vectors(data, encoder, data_dir) if any(m.startswith("joint-ctr") and "no-text" not in m
                                                             for m in models) else None
     folder_name = f"{data.name}-{data.view}-click-through{_encoder_tag(encoder)}{'-smoke' if smoke else ''}"
