@@ -32,8 +32,10 @@ data: $(STAMP)
 book: data
 	$(VENV)/bin/xscene book
 
+# style, then the layering contract: each pipeline stage imports only the stages below it (pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xscene_lib tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 # The smoke execution of the notebooks and the site build run inside pytest (tests/test_book.py).
 test: lint

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xscene_lib import datasets
-from xscene_lib.bpr import BPRMF
-from xscene_lib.metrics import ranking_metrics, target_ranks
-from xscene_lib.recommend import Recommender
+from xscene_lib.data import loading as datasets
+from xscene_lib.models import BPRMF
+from xscene_lib.evaluation import ranking_metrics, target_ranks
+from xscene_lib.models import Recommender
 
 SOURCES = ("local", "mirror", "fallback")
 REFERENCE_USERS = 200  # users ranked by the naive loop

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xscene_lib import datasets, metrics
+from xscene_lib.data import loading as datasets
+from xscene_lib.evaluation import metrics
 from xscene_lib.data import Dataset, Split
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Benchmark: top-10 retrieval from FAISS indexes (exact, IVF, HNSW) against full-ranking brute force, for
 catalogues of 10k, 100k and 1M item vectors, in one run.
 
-Item vectors: the 3,883 real ml-1m item text vectors (xscene_lib.text.TextEncoder, 384 d, unit length) come
+Item vectors: the 3,883 real ml-1m item text vectors (xscene_lib.text.encoder.TextEncoder, 384 d, unit length) come
 first in every catalogue; the rest are DRAWN: a Gaussian with the real vectors' mean and covariance, each draw
 scaled to unit length like the real ones. Queries: users' mean text vector over the items they rated
 (1,000 ml-1m users drawn with a seed), unit length. Score: inner product.
@@ -10,7 +10,7 @@ For each catalogue size:
 
 - brute force: scores of every item (queries @ items.T), then a full sort of each row, as
   Recommender.recommend ranks, in chunks of queries;
-- exact / ivf / hnsw: xscene_lib.retrieval.ItemIndex at its default build settings (HNSW's can be changed:
+- exact / ivf / hnsw: xscene_lib.models.retrieval.ItemIndex at its default build settings (HNSW's can be changed:
   --hnsw-m, --ef-construction): build seconds, size of the index as FAISS writes it, ms per query for one
   batch search of all queries, and recall@10 against exact; the IVF index is searched at several nprobe,
   the HNSW index at several efSearch (--nprobe, --ef-search), without rebuilding.
@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from xscene_lib import datasets
-from xscene_lib.bpr import history_means
-from xscene_lib.retrieval import ItemIndex, recall_at_k
-from xscene_lib.store import write_atomically
+from xscene_lib.data import loading as datasets
+from xscene_lib.models.fitting import history_means
+from xscene_lib.models import ItemIndex, recall_at_k
+from xscene_lib.data import write_atomically
 from xscene_lib.text import TextEncoder
 
 SOURCES = ("local", "mirror", "fallback")

@@ -25,7 +25,8 @@ import torch
 import transformers
 from sentence_transformers import SentenceTransformer
 
-from xscene_lib import datasets, text
+from xscene_lib.data import loading as datasets
+from xscene_lib.text import encoder as text
 from xscene_lib.text import TextEncoder
 
 BATCH_SIZE = 64

@@ -40,7 +40,7 @@ TARGETS = {("bpr", "ml-100k"): ("fit_s", 15.0), ("joint", "ml-1m"): ("s_per_epoc
 
 
 def item_vectors(dataset) -> tuple[object, str]:
-    """The items' text vectors from xscene_lib.text, or random vectors (and why) when that fails."""
+    """The items' text vectors from xscene_lib.text.encoder, or random vectors (and why) when that fails."""
     import numpy as np
     import pandas as pd
 
@@ -64,9 +64,9 @@ def measure_one(model_name: str, dataset_name: str, threads: int | None) -> dict
 
     if threads is not None:
         torch.set_num_threads(threads)
-    from xscene_lib import datasets
-    from xscene_lib.bpr import BPRMF
-    from xscene_lib.joint import JointModel
+    from xscene_lib.data import loading as datasets
+    from xscene_lib.models import BPRMF
+    from xscene_lib.models import JointModel
 
     dataset = datasets.load(dataset_name, "age", sources=SOURCES, verbose=False)
     split = dataset.split()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xscene_lib import datasets
+from xscene_lib.data import loading as datasets
 from xscene_lib.data import Dataset
 
 REAL_SOURCES = ("local", "mirror", "fallback")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xscene_lib import article_code
-from xscene_lib.article_code import LISTING, ListingError, ListingModel, audit, run_as_printed
+from xscene_lib.experiments import article_code
+from xscene_lib.experiments import ListingError, ListingModel, audit, run_as_printed
+from xscene_lib.experiments.article_code import LISTING
 
 
 def _problems_at(findings: list[article_code.Finding], line: int) -> str:

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xscene_lib.baselines import ItemKNN, Popularity, TextZeroShot
+from xscene_lib.models import ItemKNN, Popularity, TextZeroShot
 from xscene_lib.data import DataError
-from xscene_lib.recommend import NotFittedError
+from xscene_lib.models import NotFittedError
 
 
 def interactions(rows) -> pd.DataFrame:

@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from xscene_lib import book, datasets
+from xscene_lib import book
+from xscene_lib.data import loading as datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from xscene_lib.ctr import STAR, ClickModel, JointCTR, SharedBottom
-from xscene_lib.ctr_networks import PartitionedNorm, StarLinear
-from xscene_lib.ctr_protocol import click_through_split, click_through_table
+from xscene_lib.models import STAR, ClickModel, JointCTR, SharedBottom
+from xscene_lib.models.ctr_networks import PartitionedNorm, StarLinear
+from xscene_lib.models import click_through_split, click_through_table
 from xscene_lib.data import DataError, Dataset
-from xscene_lib.recommend import NotFittedError
-from xscene_lib.train import BEST
+from xscene_lib.models import NotFittedError
+from xscene_lib.training.loop import BEST
 
 FAST = {"dim": 8, "hidden": (32, 16), "num_epochs": 12, "batch_size": 128, "learning_rate": 3e-3, "patience": 12}
 MODELS: dict[str, Callable[..., ClickModel]] = {

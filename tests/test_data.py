@@ -3,8 +3,10 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from xscene_lib.data import INTERACTION_COLUMNS, DataError, Dataset, Description, Split, cold_start
-from xscene_lib.scenarios import SCENARIO_VIEWS, assign_scenarios, scenario_views
+from xscene_lib.data import Dataset, Description, Split, cold_start, DataError
+from xscene_lib.data.dataset import INTERACTION_COLUMNS
+from xscene_lib.data import assign_scenarios, scenario_views
+from xscene_lib.data.scenarios import SCENARIO_VIEWS
 
 # (user_id, item_id, scenario, timestamp), deliberately not in time order.
 # user 1 in time: 10 a i10, 20 b i11, 30 a i12, 40 b i13, 50 a i14

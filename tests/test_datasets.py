@@ -1,4 +1,4 @@
-"""Tests of xscene_lib.datasets and xscene_lib.formats: real counts, sources, failures, parsers."""
+"""Tests of data.loading and data.formats: real counts, sources, failures, parsers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xscene_lib import datasets, food_kitchen, formats, store
+from xscene_lib.data import loading as datasets
+from xscene_lib.data import food_kitchen
+from xscene_lib.data import formats
+from xscene_lib.data import store
 from xscene_lib.data import DataError
 
 REAL_SOURCES = ("local", "mirror", "fallback")  # the tests never use the origin

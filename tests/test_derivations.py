@@ -3,10 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
-from xscene_lib import derivations as d
+from xscene_lib.experiments import derivations as d
 from xscene_lib.data import DataError
-from xscene_lib.joint import JointModel
-from xscene_lib.synthetic import synthetic
+from xscene_lib.models import JointModel
+from xscene_lib.data.synthetic import synthetic
 
 
 def test_cosine_gradient_on_a_hand_worked_pair():

@@ -21,12 +21,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xscene_lib import distributed
-from xscene_lib.bpr import BPRMF
+from xscene_lib.training import distributed
+from xscene_lib.models import BPRMF
 from xscene_lib.data import DataError
-from xscene_lib.distributed import DistributedError, WorkerGroup
-from xscene_lib.joint import JointModel
-from xscene_lib.train import BEST, LAST
+from xscene_lib.training import DistributedError, WorkerGroup
+from xscene_lib.models import JointModel
+from xscene_lib.training.loop import BEST, LAST
 
 JOB_TIMEOUT_S = 150  # the two-process job takes well under a minute; a hung job fails the test at this point
 WEIGHT_ATOL, LOSS_RTOL, METRIC_ATOL = 1e-5, 1e-6, 1e-6
@@ -36,10 +36,11 @@ SCRIPT = textwrap.dedent('''
     import json, os, sys, time
     from pathlib import Path
     import numpy as np, pandas as pd, torch
-    from xscene_lib import distributed, metrics, train as training
-    from xscene_lib.bpr import BPRMF
-    from xscene_lib.joint import JointModel
-    from xscene_lib.synthetic import synthetic
+    from xscene_lib.evaluation import metrics
+    from xscene_lib.training import distributed, loop as training
+    from xscene_lib.models.bpr import BPRMF
+    from xscene_lib.models.joint import JointModel
+    from xscene_lib.data.synthetic import synthetic
 
     out = Path(sys.argv[1])
     torch.set_num_threads(1)

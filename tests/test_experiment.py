@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 
-from xscene_lib import experiment
+from xscene_lib.experiments import runner as experiment
 from xscene_lib.cli import build_parser
 from xscene_lib.data import DataError
 

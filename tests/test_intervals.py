@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError
-from xscene_lib.intervals import over_seeds, paired_bootstrap, seed_summary, verdict
+from xscene_lib.evaluation import over_seeds, paired_bootstrap, seed_summary, verdict
 
 
 def _per_row(difference: float, n_users: int = 400, noise: float = 0.1, seed: int = 0) -> pd.DataFrame:

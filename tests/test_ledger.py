@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError
-from xscene_lib.ledger import (BOOTSTRAP_INTERVAL, LEDGER_COLUMNS, NO_CONCLUSION, NOT_SUPPORTED, SUPPORTED, Claim,
-                               ledger, pick, seed_range, verdict)
+from xscene_lib.experiments import Claim, pick, seed_range, verdict
+from xscene_lib.experiments.ledger import (BOOTSTRAP_INTERVAL, LEDGER_COLUMNS, NO_CONCLUSION, NOT_SUPPORTED, SUPPORTED,
+                                          ledger)
 
 
 @pytest.mark.parametrize(("low", "high", "sign", "expected"), [

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xscene_lib.metrics import ranking_metrics, target_ranks
-from xscene_lib.recommend import Recommender
+from xscene_lib.evaluation import ranking_metrics, target_ranks
+from xscene_lib.models import Recommender
 
 FEW = settings(max_examples=50, deadline=None)
 KS = (1, 2, 3, 5, 10, 20)

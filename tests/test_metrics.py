@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xscene_lib.baselines import Popularity
+from xscene_lib.models import Popularity
 from xscene_lib.data import DataError
-from xscene_lib.metrics import item_coverage, ranking_metrics, sampled_ranks, summarise, target_ranks
-from xscene_lib.recommend import NotFittedError, Recommender
-from xscene_lib.synthetic import synthetic
+from xscene_lib.evaluation import item_coverage, ranking_metrics, sampled_ranks, summarise, target_ranks
+from xscene_lib.models import NotFittedError, Recommender
+from xscene_lib.data.synthetic import synthetic
 
 
 class FixedScores(Recommender):

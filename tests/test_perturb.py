@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError
-from xscene_lib.perturb import blank_texts, relabel_scenarios
+from xscene_lib.data import blank_texts, relabel_scenarios
 
 FRAME = pd.DataFrame({"user_id": range(2000), "item_id": range(2000), "scenario": ["a"] * 2000})
 

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from xscene_lib.data import DataError  # noqa: E402
-from xscene_lib.plots import cold_start_curve, comparison_forest, metric_by_history_length, scenario_bars  # noqa: E402
+from xscene_lib.evaluation import cold_start_curve, comparison_forest, metric_by_history_length, scenario_bars  # noqa: E402
 
 # 2 models x 2 seeds x 3 scenarios, as in Results.table
 TABLE = pd.DataFrame([(model, seed, scenario, 0.1 * (seed + 1) + (model == "joint") * 0.05)

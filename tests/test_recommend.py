@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xscene_lib.baselines import Popularity
+from xscene_lib.models import Popularity
 from xscene_lib.data import DataError
-from xscene_lib.synthetic import synthetic
+from xscene_lib.data.synthetic import synthetic
 
 
 def interactions(rows) -> pd.DataFrame:

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from xscene_lib.bpr import BPRMF, SingleScenario
+from xscene_lib.models import BPRMF, SingleScenario
 from xscene_lib.data import DataError
-from xscene_lib.joint import JointModel
-from xscene_lib.recommend import NotFittedError, Recommender
-from xscene_lib.retrieval import ItemIndex, item_vectors, recall_at_k, retrieve
-from xscene_lib.synthetic import synthetic
+from xscene_lib.models import JointModel
+from xscene_lib.models import NotFittedError, Recommender
+from xscene_lib.models import ItemIndex, item_vectors, recall_at_k, retrieve
+from xscene_lib.data.synthetic import synthetic
 
 QUICK = dict(num_epochs=2, batch_size=256, show_progress=False)
 

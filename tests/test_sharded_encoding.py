@@ -11,10 +11,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
-from xscene_lib.sharded_encoding import encode_in_shards
-from xscene_lib.distributed import DistributedError, share
+from xscene_lib.training import encode_in_shards
+from xscene_lib.training import DistributedError, share
 from xscene_lib.text import TextEncoder
-from xscene_lib.text_cache import MANIFEST, PartsError, merge_parts, part_name, text_hash, write_part
+from xscene_lib.text import PartsError, merge_parts, part_name, text_hash, write_part
+from xscene_lib.text.cache import MANIFEST
 
 WORDS = "red blue green small big old new toy story knife set tea chef night day movie".split()
 JOB_TIMEOUT_S = 120  # the two-process job takes seconds; a hung one fails the test instead of blocking it
@@ -119,10 +120,10 @@ def test_a_worker_started_with_the_wrong_world_size_fails_clearly(tiny_bert: Pat
     job = tmp_path / "parts" / "job.json"
     job.parent.mkdir()
     job.write_text(json.dumps({"encoder": {"model": str(tiny_bert), "device": "cpu"}, "shards": [["toy"]] * 3}))
-    from xscene_lib.distributed import torchrun
+    from xscene_lib.training import torchrun
 
     with pytest.raises(DistributedError, match="2 processes were started for a job of 3 shards"):
-        torchrun(["-m", "xscene_lib.sharded_encoding", str(job)], 2, timeout_s=JOB_TIMEOUT_S)
+        torchrun(["-m", "xscene_lib.training.sharded_encoding", str(job)], 2, timeout_s=JOB_TIMEOUT_S)
     assert not list(job.parent.glob("part-*")) and encoder is not None
 
 

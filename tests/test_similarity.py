@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError
-from xscene_lib.similarity import co_consumption_gap, co_consumption_pairs, nearest_items
+from xscene_lib.evaluation import co_consumption_gap, co_consumption_pairs, nearest_items
 
 ITEMS = pd.DataFrame({"item_id": [10, 11, 12, 13], "title": ["knife", "knife set", "tea", "green tea"]})
 VECTORS = np.array([[1.0, 0.0], [0.96, 0.28], [0.0, 1.0], [0.28, 0.96]], dtype=np.float32)  # unit rows

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xscene_lib import store
+from xscene_lib.data import store
 
 NAMES = ("left", "right")
 

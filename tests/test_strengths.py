@@ -1,4 +1,4 @@
-"""Capacity and cost (xscene_lib.capacity): parameter counts, timings' contracts, the dimension sweep and the
+"""Capacity and cost (experiments.capacity): parameter counts, timings' contracts, the dimension sweep and the
 overfitting summary, on tiny data with known answers."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from xscene_lib import capacity
-from xscene_lib.baselines import Popularity
-from xscene_lib.bpr import BPRMF, SingleScenario
+from xscene_lib.experiments import capacity
+from xscene_lib.models import Popularity
+from xscene_lib.models import BPRMF, SingleScenario
 from xscene_lib.data import DataError
-from xscene_lib.joint import JointModel
-from xscene_lib.recommend import NotFittedError
-from xscene_lib.synthetic import synthetic
+from xscene_lib.models import JointModel
+from xscene_lib.models import NotFittedError
+from xscene_lib.data.synthetic import synthetic
 
 D_TEXT = 8
 

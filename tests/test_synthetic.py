@@ -3,7 +3,9 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError, Dataset
-from xscene_lib.synthetic import GENERIC_WORDS, TOPIC_WORDS, SyntheticTruth, TrueAffinity, synthetic
+from xscene_lib.data import SyntheticTruth
+from xscene_lib.data.synthetic import GENERIC_WORDS, TOPIC_WORDS, synthetic
+from xscene_lib.models import TrueAffinity
 
 
 def test_same_seed_same_data_other_seed_other_data():

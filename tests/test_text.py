@@ -13,11 +13,13 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
-from xscene_lib import text_cache
-from xscene_lib.recipes import RECIPES, item_texts
-from xscene_lib.reduce import PCA, normalize, reduce
+from xscene_lib.text import cache as text_cache
+from xscene_lib.text import item_texts
+from xscene_lib.text.recipes import RECIPES
+from xscene_lib.text import normalize, reduce
+from xscene_lib.text.pca import PCA
 from xscene_lib.text import ModelNotFoundError, TextEncoder
-from xscene_lib.text_cache import TextCacheWarning
+from xscene_lib.text import TextCacheWarning
 
 WORDS = ("the a of and movie story toy heat knife kitchen steel chef set tea green organic "
          "comedy drama action night day red blue big small old new").split()

@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from xscene_lib.text import TextEncoder, locate_model, model_fingerprint
-from xscene_lib.text_baselines import random_bert, tfidf_vectors
+from xscene_lib.text import random_bert, tfidf_vectors
 
 TEXTS = ["red apple pie", "green apple tart", "red cherry pie", "blue whale song", "apple pie recipe",
          "whale watching trip"]

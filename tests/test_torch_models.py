@@ -12,15 +12,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from xscene_lib import metrics
-from xscene_lib.article import ArticleModel
-from xscene_lib.baselines import Popularity
-from xscene_lib.bpr import BPRMF, SingleScenario
+from xscene_lib.evaluation import metrics
+from xscene_lib.models import ArticleModel
+from xscene_lib.models import Popularity
+from xscene_lib.models import BPRMF, SingleScenario
 from xscene_lib.data import DataError
-from xscene_lib.joint import JointModel
-from xscene_lib.recommend import NotFittedError, Recommender
-from xscene_lib.synthetic import SyntheticTruth, synthetic
-from xscene_lib.train import BEST, LAST
+from xscene_lib.models import JointModel
+from xscene_lib.models import NotFittedError, Recommender
+from xscene_lib.data import SyntheticTruth
+from xscene_lib.data.synthetic import synthetic
+from xscene_lib.training.loop import BEST, LAST
 
 USER_OFFSET, ITEM_SCALE, ITEM_OFFSET = 1_000, 3, 7  # raw ids differ from indices, so mix-ups show
 COLD_ITEM = 5_000  # in the item vectors, never in training
@@ -111,7 +112,7 @@ def test_unfitted_models_say_so(name: str) -> None:
 def test_every_model_scores_and_recommends_alike(name: str, toy: Toy, fitted: dict[str, Recommender]) -> None:
     model = fitted[name]
     assert list(model.item_ids_) == sorted(toy.vectors.index) and model.scenarios_ == sorted(SCENARIOS)
-    history = getattr(model, "history_", None) or model.histories_[0]
+    history = model.history_[0] if isinstance(model.history_, list) else model.history_  # one per scenario
     assert "valid" in history.frame  # validation rows were used for early stopping
     users = toy.users[[0, 5, 9]]
     by_scenario = {}

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from xscene_lib.data import DataError
-from xscene_lib.train import BEST, LAST, seeded_generator, train
+from xscene_lib.training import seeded_generator, train_module as train
+from xscene_lib.training.loop import BEST, LAST
 
 TRUE_WEIGHTS = torch.tensor([[2.0], [-3.0], [0.5]])
 

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xscene_lib.baselines import Popularity
+from xscene_lib.models import Popularity
 from xscene_lib.data import DataError
-from xscene_lib.metrics import ranking_metrics
-from xscene_lib.synthetic import synthetic
-from xscene_lib.weights import blended_ranks, simplex_grid, tune_scenario_weights
+from xscene_lib.evaluation import ranking_metrics
+from xscene_lib.data.synthetic import synthetic
+from xscene_lib.models import blended_ranks, simplex_grid, tune_scenario_weights
 
 
 def interactions(rows) -> pd.DataFrame:

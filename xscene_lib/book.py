@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from xscene_lib.store import write_atomically
+from xscene_lib.data.store import write_atomically
 
 KERNEL_NAME = "python3"
 TIMINGS_FILE = "timings.json"
@@ -194,7 +194,7 @@ def _write_timings(target_dir: Path, timings: dict[str, float], smoke: bool) -> 
 
 def run_record(record: dict, titles: dict[str, str]) -> str:
     """Markdown for the reproducibility page: the run's mode, machine, package versions and time per chapter."""
-    from xscene_lib.provenance import package_versions
+    from xscene_lib.experiments.provenance import package_versions
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0.0
     lines = [f"Last execution: {record['finished']}, {'smoke' if record['smoke'] else 'full'} mode, Python "

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from xscene_lib import datasets
+from xscene_lib.data import loading as datasets
 from xscene_lib.book import NotebookError
-from xscene_lib.data import DataError
-from xscene_lib.scenarios import scenario_views
+from xscene_lib.data.validation import DataError
+from xscene_lib.data.scenarios import scenario_views
 
 ALL_SOURCES = ("local", "mirror", "origin", "fallback")
 
@@ -35,7 +35,7 @@ def _describe(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     """Fit and evaluate models over seeds; print the per-scenario table and where results went."""
-    from xscene_lib import experiment  # imports torch and the models: only when running
+    from xscene_lib.experiments import runner as experiment  # imports torch and the models: only when running
 
     settings = dict(smoke=args.smoke, encoder=args.encoder, output_dir=args.output, data_dir=args.data_dir,
                     sources=_sources(args))
@@ -53,8 +53,8 @@ def _run(args: argparse.Namespace) -> None:
 
 def _encode(args: argparse.Namespace) -> None:
     """Encode one dataset's item texts into the text cache, on --shards processes."""
-    from xscene_lib.sharded_encoding import encode_in_shards
-    from xscene_lib.text import TextEncoder
+    from xscene_lib.training.sharded_encoding import encode_in_shards
+    from xscene_lib.text.encoder import TextEncoder
 
     dataset = datasets.load(args.dataset, data_dir=args.data_dir, sources=_sources(args))
     root = (args.data_dir if args.data_dir is not None else datasets.default_data_dir()) / "cache" / "text"
@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _reported_errors() -> tuple[type[BaseException], ...]:
     """Errors shown as one line: bad data, failed fetches and builds, failed multi-process jobs."""
     errors: list[type[BaseException]] = [DataError, datasets.FetchError, NotebookError]
-    for module, name in (("xscene_lib.distributed", "DistributedError"), ("xscene_lib.text_cache", "PartsError")):
+    for module, name in (("xscene_lib.training.distributed", "DistributedError"),
+                         ("xscene_lib.text.cache", "PartsError")):
         if module in sys.modules:  # imported only by the commands that can raise them
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)

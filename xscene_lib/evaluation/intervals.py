@@ -1,0 +1,110 @@
+"""How sure a result is: spread over seeds, and paired bootstrap intervals over users.
+
+Every claim in the book compares two models on the same test rows. `paired_bootstrap` resamples
+users with replacement (a user's rows stay together) and reports the mean difference B - A with
+its percentile confidence interval and a two-sided bootstrap p-value. `over_seeds` gives the mean
+and standard deviation of a metric across training seeds (`seed_summary` as a table of cells), and
+`verdict` turns an interval into the words the book may use about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from xscene_lib.data.validation import DataError, require_columns
+
+RESAMPLES_AT_ONCE = 256  # bootstrap resamples drawn per block, bounding memory to 256 * n_users indices
+
+
+def over_seeds(results: pd.DataFrame, metric: str, by: Sequence[str] = ("model", "scenario")) -> pd.DataFrame:
+    """Mean, standard deviation and number of seeds of one metric per group of a results table."""
+    groups = list(by)
+    _require(results, [*groups, "seed", metric], "results")
+    table = results.groupby(groups, observed=True, sort=False)[metric].agg(["mean", "std", "count"])
+    return table.rename(columns={"count": "seeds"}).fillna({"std": 0.0}).reset_index()
+
+
+def seed_summary(results: pd.DataFrame, metrics: Sequence[str], by: str = "model") -> pd.DataFrame:
+    """A table of "mean ± std over seeds" cells: one row per `by` value, one column per (metric, scenario)."""
+    cells = {}
+    for metric in metrics:
+        spread = over_seeds(results, metric, (by, "scenario"))
+        spread["cell"] = spread["mean"].map("{:.4f}".format) + " ± " + spread["std"].map("{:.4f}".format)
+        cells[metric] = spread.pivot(index=by, columns="scenario", values="cell")
+    return pd.concat(cells, axis=1)
+
+
+def verdict(ci_low: float, ci_high: float, above: str = "above zero", below: str = "below zero",
+            neither: str = "no difference can be told") -> str:
+    """The words an interval of a difference allows: `above` if it lies above zero, `below` if under, else `neither`."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)) or ci_low > ci_high:
+        raise DataError(f"an interval is two finite numbers, low <= high; got [{ci_low}, {ci_high}]")
+    return above if ci_low > 0 else below if ci_high < 0 else neither
+
+
+def paired_bootstrap(per_row: pd.DataFrame, metric: str, baseline: str, candidate: str, *,
+                     by: Sequence[str] = ("scenario",), unit: str = "user_id", n_resamples: int = 2000,
+                     confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Difference candidate - baseline in a per-row metric, per group and overall, with a bootstrap CI.
+
+    `per_row` holds one row per (model, test row[, seed]) with columns model, `unit`, the groups and
+    the metric (e.g. the output of metrics.ranking_metrics with a model column). Rows of several
+    seeds are averaged per unit first. Returns one row per group plus "all": n_units, baseline,
+    candidate, difference, ci_low, ci_high, p_value.
+    """
+    groups = list(by)
+    _require(per_row, ["model", unit, *groups, metric], "per_row")
+    if not (isinstance(n_resamples, (int, np.integer)) and not isinstance(n_resamples, bool) and n_resamples >= 100):
+        raise DataError(f"n_resamples must be an integer >= 100, got {n_resamples!r}")
+    if not (isinstance(confidence, float) and 0.5 < confidence < 1.0):
+        raise DataError(f"confidence must be a float between 0.5 and 1, e.g. 0.95; got {confidence!r}")
+    models = set(per_row["model"].astype(str))
+    absent = [name for name in (baseline, candidate) if name not in models]
+    if absent:
+        raise DataError(f"model(s) {absent} are not in per_row; models present: {sorted(models)}")
+    keys = [*groups, unit]
+    wide = (per_row[per_row["model"].astype(str).isin([baseline, candidate])]
+            .groupby([*keys, "model"], observed=True)[metric].mean().unstack("model"))
+    unpaired = wide[[baseline, candidate]].isna().any(axis=1)
+    if unpaired.any():
+        raise DataError(f"{int(unpaired.sum())} (group, {unit}) pairs have a result for only one of the two models; "
+                        f"evaluate both models on the same test rows")
+    wide = wide.reset_index()
+    rng = np.random.default_rng(seed)
+    rows = [_compare(part, baseline, candidate, unit, n_resamples, confidence, rng) | dict(zip(groups, name))
+            for name, part in wide.groupby(groups, observed=True, sort=False)] if groups else []
+    # overall: a unit that appears in several groups counts once, with its rows averaged
+    overall = wide.groupby(unit)[[baseline, candidate]].mean().reset_index()
+    rows.append(_compare(overall, baseline, candidate, unit, n_resamples, confidence, rng)
+                | {column: "all" for column in groups})
+    columns = [*groups, "n_units", "baseline", "candidate", "difference", "ci_low", "ci_high", "p_value"]
+    return pd.DataFrame(rows)[columns]
+
+
+def _compare(part: pd.DataFrame, baseline: str, candidate: str, unit: str, n_resamples: int,
+             confidence: float, rng: np.random.Generator) -> dict[str, float]:
+    """Mean difference of one group of units, with its percentile interval and two-sided p-value."""
+    per_unit = part.groupby(unit)[[baseline, candidate]].mean()
+    differences = (per_unit[candidate] - per_unit[baseline]).to_numpy(np.float64)  # (n_units,)
+    n = len(differences)
+    means = np.empty(n_resamples)
+    for start in range(0, n_resamples, RESAMPLES_AT_ONCE):
+        count = min(RESAMPLES_AT_ONCE, n_resamples - start)
+        means[start:start + count] = differences[rng.integers(0, n, size=(count, n))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    observed = float(differences.mean())
+    # share of resampled means on the other side of zero, doubled: how often the sign could flip
+    p_value = min(1.0, 2.0 * min((means <= 0).mean(), (means >= 0).mean())) if observed != 0 else 1.0
+    return {"n_units": n, "baseline": float(per_unit[baseline].mean()), "candidate": float(per_unit[candidate].mean()),
+            "difference": observed, "ci_low": float(np.quantile(means, tail)),
+            "ci_high": float(np.quantile(means, 1.0 - tail)), "p_value": float(p_value)}
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """A clear error when `frame` is not a non-empty DataFrame with these columns."""
+    require_columns(frame, columns, what)
+    if frame.empty:
+        raise DataError(f"{what} has no rows; evaluate the models first")

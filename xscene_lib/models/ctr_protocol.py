@@ -1,0 +1,125 @@
+"""The click-through (pointwise) protocol of the ml-1m Scenario-Wise Rec benchmark: split and scores.
+
+Every rated interaction becomes one example whose label says whether the user liked the item
+(rating above a threshold, 3 by default, so 4 and 5 stars are clicks). The examples are split at
+random into train, valid and test, and a model's predicted click probabilities are scored by AUC
+and log loss in each scenario and over all scenarios together.
+
+The split frames carry the features the click-through models use besides the ids: the user's
+`gender` and `occupation` and the item's `genres` ("|"-separated), where the dataset has them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss, roc_auc_score
+
+from xscene_lib.data.dataset import Dataset, Split
+from xscene_lib.data.validation import DataError
+
+USER_FEATURES = ("gender", "occupation")  # one category per user
+ITEM_FEATURES = ("genres",)  # several categories per item, "|"-separated
+GENRE_SEPARATOR = "|"
+
+
+def click_through_split(dataset: Dataset, *, label_threshold: float = 3, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                        seed: int = 0) -> Split:
+    """Label every interaction (1 if rating > label_threshold) and split them at random into train/valid/test.
+
+    Each part gets round(fraction * n) interactions (train takes what is left), is ordered by user
+    then time, and keeps the scenario order of the dataset as an ordered categorical column.
+    """
+    if not isinstance(dataset, Dataset):
+        raise DataError(f"click_through_split needs a Dataset (e.g. datasets.load('ml-1m')), "
+                        f"got {type(dataset).__name__}")
+    shares = _checked_fractions(fractions)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise DataError(f"seed must be an integer, got {seed!r}")
+    frame = _with_features(dataset)
+    frame["label"] = _labels(frame["rating"], label_threshold)
+    frame["scenario"] = pd.Categorical(frame["scenario"].astype("str"), categories=dataset.scenarios, ordered=True)
+    n = len(frame)
+    n_valid, n_test = round(shares[1] * n), round(shares[2] * n)
+    order = np.random.default_rng(seed).permutation(n)
+    parts = (order[n_valid + n_test:], order[:n_valid], order[n_valid:n_valid + n_test])  # train, valid, test
+    return Split(*(frame.iloc[np.sort(rows)].sort_values(["user_id", "timestamp"], kind="stable")
+                   .reset_index(drop=True) for rows in parts))
+
+
+def _checked_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """Three finite, non-negative shares summing to one, the training share positive."""
+    values = tuple(fractions) if isinstance(fractions, (tuple, list)) else ()
+    numbers = len(values) == 3 and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                                       for v in values)
+    if not numbers or not all(math.isfinite(v) and v >= 0 for v in values) or not math.isclose(sum(values), 1.0):
+        raise DataError(f"fractions must be three non-negative numbers (train, valid, test) summing to 1, "
+                        f"e.g. (0.8, 0.1, 0.1); got {fractions!r}")
+    if values[0] <= 0:
+        raise DataError(f"fractions {fractions!r} leave nothing to train on; give train a positive share")
+    return values
+
+
+def _labels(ratings: pd.Series, threshold: float) -> pd.Series:
+    """1 where the rating is above the threshold, else 0; a clear error if that leaves one class only."""
+    number = isinstance(threshold, (int, float, np.number)) and not isinstance(threshold, bool)
+    if not number or not math.isfinite(threshold):
+        raise DataError(f"label_threshold must be a finite number, got {threshold!r}")
+    labels = (ratings > threshold).astype("int8")
+    if labels.nunique() < 2:
+        raise DataError(f"label_threshold={threshold} makes every label {int(labels.iloc[0])} (ratings range "
+                        f"{ratings.min()}..{ratings.max()}); choose a threshold inside that range")
+    return labels
+
+
+def _with_features(dataset: Dataset) -> pd.DataFrame:
+    """The interactions with the user and item feature columns the dataset has."""
+    frame = dataset.interactions.drop(columns=[c for c in (*USER_FEATURES, *ITEM_FEATURES, "label")
+                                               if c in dataset.interactions.columns])
+    for table, key, columns in ((dataset.users, "user_id", USER_FEATURES), (dataset.items, "item_id", ITEM_FEATURES)):
+        present = [column for column in columns if column in table.columns]
+        if present:
+            values = table.set_index(key)[present].fillna("").astype("str")  # missing -> "" (no category)
+            frame = frame.join(values, on=key)
+    return frame
+
+
+def click_through_table(frame: pd.DataFrame, probabilities: np.ndarray,
+                        scenarios: Sequence[str] | None = None) -> pd.DataFrame:
+    """AUC and log loss of click probabilities per scenario and over all rows ("all").
+
+    frame has `scenario` and `label` (0/1); probabilities shape: (len(frame),). Rows follow
+    `scenarios` (default: the column's categorical order, else sorted); a scenario whose rows hold
+    one label only gets AUC NaN.
+    """
+    if not isinstance(frame, pd.DataFrame) or not {"scenario", "label"} <= set(frame.columns):
+        found = list(frame.columns) if isinstance(frame, pd.DataFrame) else type(frame).__name__
+        raise DataError(f"scoring needs a DataFrame with columns 'scenario' and 'label' (found: {found}); "
+                        f"make one with click_through_split")
+    if frame.empty:
+        raise DataError("scoring needs at least one row; check the split")
+    scores = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    if len(scores) != len(frame) or not np.all((scores >= 0) & (scores <= 1)):
+        raise DataError(f"probabilities must be {len(frame)} numbers in [0, 1], one per row of the frame")
+    labels = frame["label"].to_numpy()
+    if not np.isin(labels, (0, 1)).all():
+        raise DataError("column 'label' must hold 0 and 1 only; make it with click_through_split")
+    names = frame["scenario"].astype("str").to_numpy()
+    if scenarios is None:
+        column = frame["scenario"]
+        scenarios = (list(column.cat.categories) if isinstance(column.dtype, pd.CategoricalDtype)
+                     else sorted(set(names)))
+    rows = {}
+    for name in [*[s for s in scenarios if (names == s).any()], "all"]:
+        mask = np.ones(len(names), bool) if name == "all" else names == name
+        truth, guess = labels[mask], scores[mask]
+        both = len(np.unique(truth)) == 2
+        rows[name] = {"auc": roc_auc_score(truth, guess) if both else np.nan,
+                      "logloss": log_loss(truth, np.clip(guess, 1e-7, 1 - 1e-7), labels=[0, 1]),
+                      "interactions": int(mask.sum()), "positive_rate": float(truth.mean())}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "scenario"
+    return table
