@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from xscene_lib import book
+from xscene_lib.experiments import key_numbers as numbers
+from xscene_lib.data import DataError
 from xscene_lib.data import loading as datasets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +106,7 @@ def built_book(tmp_path_factory: pytest.TempPathFactory, ml100k_data_dir: Path) 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(datasets.DATA_ENV, str(ml100k_data_dir))  # the kernels inherit it
         patch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-        book.build_site(True, root, notebooks_dir=ROOT / "notebooks", progress=False)
+        book.build_site(True, root, notebooks_dir=ROOT / "notebooks", progress=False, check_numbers=False)
     return root
 
 
@@ -236,3 +238,106 @@ def test_pages_render_in_headless_chromium(html_dir: Path, tmp_path: Path) -> No
         elif 'class="bd-article' not in dom and "bd-main" not in dom:
             problems.append(f"{page.relative_to(html_dir)}: rendered without the book's main content")
     assert not problems, "\n".join(problems)
+
+
+def test_the_api_appendix_documents_every_exported_name(html_dir: Path) -> None:
+    """Appendix A: one page per subpackage documents each name of its __all__, with methods, and no private name."""
+    import importlib
+
+    pages = {f"api_{stage}.html": f"xscene_lib.{stage}"
+             for stage in ("data", "text", "training", "evaluation", "models", "experiments")}
+    required = {"api_models.html": ["xscene_lib.models.JointModel.fit"],
+                "api_data.html": ["xscene_lib.data.Dataset.from_frames"],
+                "api_book_cli.html": ["xscene_lib.book.build_site", "xscene_lib.cli.main"]}
+    problems: list[str] = []
+    for page in sorted(pages.keys() | required.keys()):
+        path = html_dir / "book" / page
+        if not path.is_file():
+            problems.append(f"{page}: not built")
+            continue
+        documented = set(re.findall(r'id="(xscene_lib\.[\w.]+)"', path.read_text(encoding="utf-8")))
+        expected = list(required.get(page, []))
+        if page in pages:
+            module = pages[page]
+            expected += [f"{module}.{name}" for name in importlib.import_module(module).__all__]
+        problems += [f"{page}: {name} is not documented" for name in expected if name not in documented]
+        problems += [f"{page}: private name {name} is documented" for name in sorted(documented) if "._" in name]
+    assert not problems, "\n".join(problems)
+
+
+# --- (d) each chapter's key numbers -------------------------------------------------------------
+
+
+def test_every_chapter_records_its_key_numbers_with_tolerances(built_book: Path) -> None:
+    run = json.loads((built_book / "book" / "executed" / numbers.KEY_NUMBERS_FILE).read_text())
+    assert run["mode"] == "smoke" and sorted(run["notebooks"]) == sorted(p.stem for p in NOTEBOOKS)
+    for name, figures in run["notebooks"].items():
+        assert figures and "smoke" in figures, f"{name}: no key numbers recorded"
+        for key, figure in figures.items():
+            assert sorted(figure) == ["smoke", "tolerance", "value"], f"{name}: {key}: {sorted(figure)}"
+            numbers.parse_tolerance(figure["tolerance"])
+
+
+def test_the_smoke_run_reproduces_the_figures_the_full_record_marks_smoke(built_book: Path) -> None:
+    record = ROOT / "book" / numbers.KEY_NUMBERS_FILE
+    if not record.exists():
+        pytest.skip(f"no recorded key numbers at {record} yet: a full `make book` writes them")
+    run = json.loads((built_book / "book" / "executed" / numbers.KEY_NUMBERS_FILE).read_text())
+    problems = numbers.compare_key_numbers(json.loads(record.read_text())["notebooks"], run["notebooks"], smoke=True)
+    assert not problems, "\n".join(problems)
+
+
+def _figure(value: object, tolerance: str = "exact", smoke: bool = False) -> dict:
+    return {"value": value, "tolerance": tolerance, "smoke": smoke}
+
+
+RECORDED = {"data": {"users": _figure(943, smoke=True), "ndcg": _figure({"joint": 0.1234, "bpr": 0.1}, "abs 0.01"),
+                     "seconds": _figure(12.0, "not checked"), "verdict": _figure(["above zero", 0.05], "rel 0.1")}}
+
+
+def test_one_drifted_figure_is_named_and_the_others_pass() -> None:
+    found = {"data": {"users": _figure(943), "ndcg": _figure({"joint": 0.1300, "bpr": 0.125}, "abs 0.01"),
+                      "seconds": _figure(30.0), "verdict": _figure(["above zero", 0.054])}}
+    assert numbers.compare_key_numbers(RECORDED, found, smoke=False) == [
+        "data: ndcg['bpr']: recorded 0.1, now 0.125 (tolerance abs 0.01)"]
+    found["data"]["verdict"] = _figure(["no difference can be told", 0.056])
+    assert numbers.compare_key_numbers(RECORDED, found, smoke=False)[1:] == [
+        "data: verdict[0]: recorded 'above zero', now 'no difference can be told' (tolerance rel 0.1)",
+        "data: verdict[1]: recorded 0.05, now 0.056 (tolerance rel 0.1)"]
+
+
+def test_a_smoke_run_compares_only_the_figures_marked_smoke() -> None:
+    found = {"data": {"users": _figure(900), "ndcg": _figure({"joint": 0.9})}}
+    assert numbers.compare_key_numbers(RECORDED, found, smoke=True) == [
+        "data: users: recorded 943, now 900 (tolerance exact)"]
+    found["data"]["users"] = _figure(943)
+    assert numbers.compare_key_numbers(RECORDED, found, smoke=True) == []
+    found["data"]["ndcg"] = _figure({"joint": 0.1234})
+    assert numbers.compare_key_numbers(RECORDED, {"data": found["data"], "new": {}}, smoke=False) == [
+        "new: notebook not in the record", "data: ndcg['bpr']: recorded 0.1, now missing (tolerance abs 0.01)",
+        "data: seconds: recorded 12.0, now missing", "data: verdict: recorded ['above zero', 0.05], now missing"]
+
+
+def test_the_check_records_a_first_full_run_and_names_a_later_drift(tmp_path: Path) -> None:
+    record, written = tmp_path / "key_numbers.json", tmp_path / "executed.json"
+    assert "not checked" in numbers.check_key_numbers(RECORDED, record, True, written) and not record.exists()
+    assert "now the record" in numbers.check_key_numbers(RECORDED, record, False, written)
+    assert json.loads(record.read_text()) == {"mode": "full", "notebooks": RECORDED}
+    assert "match" in numbers.check_key_numbers(RECORDED, record, False, written)
+    drifted = {"data": {**RECORDED["data"], "users": _figure(944)}}
+    with pytest.raises(DataError, match=r"(?s)1 key number.*\n  data: users: recorded 943, now 944 .*copy .*executed"):
+        numbers.check_key_numbers(drifted, record, True, written)
+
+
+def test_recording_converts_numpy_and_refuses_unknown_keys_or_tolerances(capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+
+    numbers.record_key_numbers({"n": np.int64(3), "share": np.float32(0.5)}, same_in_smoke=["n"])
+    assert '{"n": 3, "share": 0.5}' in capsys.readouterr().out
+    with pytest.raises(DataError, match=r"name \['users'\], which are not key numbers"):
+        numbers.record_key_numbers({"n": 3}, tolerances={"users": "exact"})
+    with pytest.raises(DataError, match="a tolerance is 'exact'"):
+        numbers.record_key_numbers({"n": 3}, tolerances={"n": "about 1"})
+    with pytest.raises(DataError, match="convert it"):
+        numbers.record_key_numbers({"n": object()})
+

@@ -68,3 +68,31 @@ def test_describe_unknown_view_lists_the_views(ml100k_data_dir: Path, capsys: py
     err = capsys.readouterr().err
     assert status == 2
     assert "device" in err and "age" in err and "genre" in err
+
+
+def test_models_lists_every_registered_model(capsys: pytest.CaptureFixture[str]) -> None:
+    from xscene_lib.experiments.registry import MODEL_SPECS
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(MODEL_SPECS)
+    joint = next(line for line in lines if line.startswith("joint "))
+    assert "top-k" in joint and "text, trained" in joint
+
+
+def test_run_on_a_frames_folder_without_its_files_says_which_are_missing(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["run", "--frames", str(tmp_path), "--models", "popularity", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and "interactions.parquet" in err and "items.parquet" in err
+    assert main(["run", "--frames", str(tmp_path / "absent"), "--smoke"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_frames_and_dataset_are_exclusive_and_per_scenario_is_top_k_only(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--frames", str(tmp_path), "--dataset", "ml-1m"])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    status = main(["run", "--protocol", "click-through", "--per-scenario", "--output", str(tmp_path)])
+    assert status == 2 and "--per-scenario" in capsys.readouterr().err

@@ -272,7 +272,7 @@ def test_side_features_used_in_fit_are_required_at_predict_time() -> None:
 def test_joint_model_switches_and_item_vectors_are_checked(flips: dict, item_vectors: pd.DataFrame) -> None:
     with pytest.raises(DataError, match="use_text=False"):
         JointCTR(**FAST).fit(flips["train"])
-    with pytest.raises(DataError, match="use_id must be True or False"):
+    with pytest.raises(DataError, match=r"use_id=\.\.\.\) must be True or False"):
         JointCTR(use_id="yes", **FAST).fit(flips["train"], item_vectors)
     with pytest.raises(DataError, match="keep one on"):
         JointCTR(use_text=False, use_id=False, **FAST).fit(flips["train"])
@@ -283,8 +283,17 @@ def test_joint_model_switches_and_item_vectors_are_checked(flips: dict, item_vec
 @pytest.mark.parametrize("setting", [{"hidden": ()}, {"hidden": (16, 0)}, {"dim": 0}, {"dropout": 1.0},
                                      {"batch_size": 2.5}, {"num_epochs": 0}])
 def test_bad_settings_are_refused(setting: dict, flips: dict) -> None:
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=next(iter(setting))):
         STAR(**{**FAST, **setting}).fit(flips["train"])
+
+
+def test_the_checkpoint_key_follows_the_side_features_not_only_the_ids(tmp_path: Path) -> None:
+    split = click_through_split(_toy_dataset(300))
+    settings = {**FAST, "num_epochs": 1, "checkpoint_dir": tmp_path}
+    SharedBottom(**settings).fit(split.train)
+    other = split.train.assign(occupation=split.train["occupation"].astype(str).iloc[::-1].to_numpy())
+    with pytest.raises(DataError, match="another run"):  # same ids and labels, other side features
+        SharedBottom(**settings).fit(other)
 
 
 def test_a_failed_fit_leaves_the_model_unfitted(flips: dict) -> None:

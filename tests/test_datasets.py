@@ -191,9 +191,9 @@ def test_the_default_data_dir(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv(datasets.DATA_ENV, str(tmp_path))
     assert datasets.default_data_dir() == tmp_path
     monkeypatch.delenv(datasets.DATA_ENV)
-    checkout = Path(datasets.__file__).resolve().parents[1] / "data"
-    expected = checkout if checkout.is_dir() else Path.home() / ".cache" / "xscene"
-    assert datasets.default_data_dir() == expected
+    root = Path(datasets.__file__).resolve().parents[2]
+    assert (root / "pyproject.toml").is_file() and (root / "xscene_lib").is_dir()  # tests run on a checkout
+    assert datasets.default_data_dir() == root / "data"  # beside README.md, not inside the package
 
 
 # --- sources and failures ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError
-from xscene_lib.evaluation import over_seeds, paired_bootstrap, seed_summary, verdict
+from xscene_lib.evaluation import format_interval, over_seeds, paired_bootstrap, seed_summary, verdict
 
 
 def _per_row(difference: float, n_users: int = 400, noise: float = 0.1, seed: int = 0) -> pd.DataFrame:
@@ -95,3 +95,13 @@ def test_seed_summary_shows_mean_and_std_per_model_and_scenario():
     table = seed_summary(results, ["ndcg@10"])
     assert table.loc["a", ("ndcg@10", "all")] == "0.2000 ± 0.1414"
     assert table.loc["b", ("ndcg@10", "all")] == "0.2000 ± 0.0000"
+
+
+def test_format_interval_signs_both_ends_with_the_digits_asked():
+    assert format_interval(0.0012, 0.0034) == "[+0.0012, +0.0034]"
+    assert format_interval(-0.01234, 0.5, digits=2) == "[-0.01, +0.50]"
+    assert format_interval(np.float32(-1), 0) == "[-1.0000, +0.0000]"
+    for low, high, digits, message in [(0.2, 0.1, 4, "low .* is above high"), (float("nan"), 0.1, 4, "low=.*finite"),
+                                       (0.0, "0.1", 4, "high=.*finite"), (0.0, 0.1, -1, "digits=.*integer >= 0")]:
+        with pytest.raises(DataError, match=message):
+            format_interval(low, high, digits)

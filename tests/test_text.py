@@ -20,6 +20,7 @@ from xscene_lib.text import normalize, reduce
 from xscene_lib.text.pca import PCA
 from xscene_lib.text import ModelNotFoundError, TextEncoder
 from xscene_lib.text import TextCacheWarning
+from xscene_lib.data import DataError
 
 WORDS = ("the a of and movie story toy heat knife kitchen steel chef set tea green organic "
          "comedy drama action night day red blue big small old new").split()
@@ -230,6 +231,18 @@ def test_bad_inputs_name_the_problem(tiny_bert: Path, texts: object, error: type
 
 def test_empty_input_gives_zero_rows(tiny_bert: Path) -> None:
     assert _encoder(tiny_bert).encode([]).shape == (0, 32)
+
+
+def test_encode_items_gives_the_vectors_indexed_by_item_id(tiny_bert: Path) -> None:
+    encoder = _encoder(tiny_bert)
+    items = pd.DataFrame({"item_id": [7, 3, 5], "text": TEXTS[:3], "title": TEXTS[2::-1]})
+    vectors = encoder.encode_items(items)
+    assert list(vectors.index) == [7, 3, 5] and vectors.index.name == "item_id"
+    assert vectors.shape == (3, 32) and (vectors.dtypes == np.float32).all()
+    np.testing.assert_allclose(vectors.to_numpy(), encoder.encode(TEXTS[:3]), atol=1e-6)
+    np.testing.assert_allclose(encoder.encode_items(items, "title").loc[7], vectors.loc[5], atol=1e-6)
+    with pytest.raises(DataError, match=r"items lacks column\(s\) \['plot'\]"):
+        encoder.encode_items(items, column="plot")
 
 
 def test_unknown_models_say_what_was_tried(tmp_path: Path) -> None:

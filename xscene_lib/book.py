@@ -4,7 +4,8 @@
 copies, atomically, into ``book/executed/``, which is what ``_toc.yml`` points at; Jupyter Book itself
 never executes anything (``execute_notebooks: "off"`` in ``_config.yml``). Each notebook's wall time
 goes to ``book/executed/timings.json``. `build_site` executes, then runs
-``jupyter-book build --warningiserror``.
+``jupyter-book build --warningiserror``, then checks each chapter's key numbers against
+``book/key_numbers.json`` (xscene_lib.key_numbers).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 
 from xscene_lib.data.store import write_atomically
+from xscene_lib.experiments.key_numbers import KEY_NUMBERS_FILE, check_key_numbers, save_key_numbers
+from xscene_lib.experiments.key_numbers import record_key_numbers  # noqa: F401 (the notebooks' import, beside glue)
 
 KERNEL_NAME = "python3"
 TIMINGS_FILE = "timings.json"
@@ -281,16 +284,19 @@ def jupyter_book_command() -> str:
 
 def build_site(smoke: bool, root: str | Path = ".", *, notebooks_dir: str | Path | None = None,
                output_dir: str | Path | None = None, path_output: str | Path | None = None,
-               progress: bool = True) -> Path:
-    """Execute the notebooks, then build the book at `root` with warnings as errors; return the HTML folder.
+               progress: bool = True, check_numbers: bool = True) -> Path:
+    """Execute the notebooks, build the book at `root` with warnings as errors, check the key numbers; return the HTML.
 
     `notebooks_dir` and `output_dir` default to ``notebooks/`` and ``book/executed/`` under `root`;
-    `path_output` (default: `root`) is where ``_build/`` goes.
+    `path_output` (default: `root`) is where ``_build/`` goes. The run's key numbers go to
+    ``key_numbers.json`` in `output_dir`; with `check_numbers` they are compared with the record
+    ``book/key_numbers.json`` (a full run without a record writes it), and a drift raises `DataError`.
     """
     root = Path(root)
     notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else root / "notebooks"
     output_dir = Path(output_dir) if output_dir is not None else root / "book" / "executed"
-    execute_notebooks(smoke, notebooks_dir, output_dir, progress=progress)
+    executed = execute_notebooks(smoke, notebooks_dir, output_dir, progress=progress)
+    numbers = save_key_numbers(executed, output_dir / KEY_NUMBERS_FILE, smoke)
     citation = "```bibtex\n" + citation_bibtex(root) + "```\n"
     write_atomically(output_dir / CITATION_FILE, lambda path: path.write_text(citation, encoding="utf-8"))
     command = [jupyter_book_command(), "build", "--warningiserror", "--keep-going"]
@@ -301,6 +307,8 @@ def build_site(smoke: bool, root: str | Path = ".", *, notebooks_dir: str | Path
     if completed.returncode != 0:
         raise NotebookError(f"jupyter-book build failed (exit {completed.returncode}): {' '.join(command)}; "
                             "the warnings above are errors (--warningiserror)")
+    if check_numbers:
+        print(check_key_numbers(numbers, root / "book" / KEY_NUMBERS_FILE, smoke, output_dir / KEY_NUMBERS_FILE))
     return Path(path_output if path_output is not None else root) / "_build" / "html"
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from xscene_lib.data import loading as datasets
 from xscene_lib.book import NotebookError
@@ -13,6 +13,21 @@ from xscene_lib.data.validation import DataError
 from xscene_lib.data.scenarios import scenario_views
 
 ALL_SOURCES = ("local", "mirror", "origin", "fallback")
+
+
+class _RegisteredModels(Sequence):
+    """The model registry's names, read when first needed: reading them imports torch and the models."""
+
+    def _names(self) -> list[str]:
+        from xscene_lib.experiments.registry import model_names
+
+        return model_names()
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def _sources(args: argparse.Namespace) -> tuple[str, ...]:
@@ -37,18 +52,31 @@ def _run(args: argparse.Namespace) -> None:
     """Fit and evaluate models over seeds; print the per-scenario table and where results went."""
     from xscene_lib.experiments import runner as experiment  # imports torch and the models: only when running
 
+    from xscene_lib.experiments.frames import read_frames
+
     settings = dict(smoke=args.smoke, encoder=args.encoder, output_dir=args.output, data_dir=args.data_dir,
                     sources=_sources(args))
+    dataset = read_frames(args.frames) if args.frames is not None else args.dataset
     if args.protocol == "click-through":
-        models = args.models or list(experiment.CLICK_MODELS)
-        table = experiment.run_click_through(args.dataset, args.scenarios, models, args.seeds, **settings)
+        if args.per_scenario:
+            raise DataError("--per-scenario splits for the top-k protocol; click-through draws a random split")
+        table = experiment.run_click_through(dataset, args.scenarios, args.models, args.seeds, **settings)
         columns = ["auc", "logloss"]
     else:
-        models = args.models or list(experiment.MODELS)
-        table = experiment.run_experiment(args.dataset, args.scenarios, models, args.seeds, **settings).table
+        table = experiment.run_experiment(dataset, args.scenarios, args.models, args.seeds,
+                                          per_scenario=args.per_scenario, **settings).table
         columns = [c for c in table.columns if c in ("ndcg@10", "recall@10", "sampled_ndcg@10", "sampled_recall@10")]
     print(table.groupby(["model", "scenario"], sort=False)[columns].agg(["mean", "std"]).round(4).to_string())
     print(f"results and manifest in {args.output}/")
+
+
+def _models(args: argparse.Namespace) -> None:
+    """Print the registered models: name, protocol, whether they read text and train, and what they are."""
+    from xscene_lib.experiments.registry import MODEL_SPECS
+
+    for spec in MODEL_SPECS.values():
+        needs = ", ".join(word for word, flag in (("text", spec.needs_text), ("trained", spec.trainable)) if flag)
+        print(f"{spec.name:<21} {spec.protocol:<14} {needs or '-':<14} {spec.description}")
 
 
 def _encode(args: argparse.Namespace) -> None:
@@ -110,27 +138,35 @@ def build_parser() -> argparse.ArgumentParser:
                           help="scenario view, e.g. age, genre, domain (default: the dataset's first view)")
     describe.set_defaults(run=_describe)
 
-    model_names = ("popularity", "itemknn", "bpr", "single-scenario", "text-zero-shot", "article", "joint",
-                   "joint-no-text", "joint-no-id", "joint-no-adaptation")
-    click_names = ("shared-bottom", "star", "joint-ctr", "joint-ctr-no-text")
     run = commands.add_parser("run", help="fit and evaluate models on a dataset over several seeds",
                               description="Split the dataset (temporal leave-one-out, or the given split), encode "
                               "item texts, fit each model for each seed, rank every test item against all items, "
                               "and write a results table (Parquet and CSV) and a manifest. An interrupted run "
                               "resumes from the finished (model, seed) pairs.")
-    run.add_argument("--dataset", default="ml-100k", help=f"dataset name ({names}; default: ml-100k)")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--dataset", default="ml-100k", help=f"dataset name ({names}; default: ml-100k)")
+    source.add_argument("--frames", metavar="DIR", type=Path, default=None,
+                        help="your own data: DIR/interactions.parquet (user_id, item_id, scenario, timestamp"
+                        "[, rating]), DIR/items.parquet (item_id, text) and optionally DIR/users.parquet; "
+                        "results are named after DIR")
     run.add_argument("--scenarios", metavar="VIEW", default=None, help="scenario view (default: the dataset's first)")
     run.add_argument("--protocol", choices=("top-k", "click-through"), default="top-k",
                      help="top-k: full ranking of each user's held-out item (default); click-through: AUC and "
                      "log loss of rating > 3 on a random 80/10/10 split (use with --dataset ml-1m)")
-    run.add_argument("--models", nargs="+", default=None, choices=model_names + click_names, metavar="MODEL",
-                     help=f"models to run (default: all of the protocol's). top-k: {', '.join(model_names)}; "
-                     f"click-through: {', '.join(click_names)}")
+    run.add_argument("--models", nargs="+", default=None, choices=_RegisteredModels(), metavar="MODEL",
+                     help="models to run (default: all of the protocol's); `xscene models` lists them")
     run.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
     run.add_argument("--smoke", action="store_true", help="a quick check: 300 users, one training epoch")
+    run.add_argument("--per-scenario", action="store_true",
+                     help="top-k: hold out each user's last interaction in every scenario, not only their last one")
     run.add_argument("--output", type=Path, default=Path("results"), help="output folder (default: results/)")
     add_encoder_and_data(run)
     run.set_defaults(run=_run)
+
+    models = commands.add_parser("models", help="list the models `xscene run` knows",
+                                 description="Print every registered model: name, protocol, whether it reads item "
+                                 "text and is trained, and a one-line description.")
+    models.set_defaults(run=_models)
 
     encode = commands.add_parser("encode", help="encode a dataset's item texts into the text cache",
                                  description="Encode the item texts the text cache lacks. With --shards N, N "

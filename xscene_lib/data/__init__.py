@@ -13,12 +13,14 @@ from xscene_lib.data.scenarios import assign_scenarios, scenario_views
 from xscene_lib.data.store import (copy_atomically, read_tables, sha256_file, tables_problem, write_atomically,
                                    write_tables)
 from xscene_lib.data.synthetic import SyntheticTruth
-from xscene_lib.data.validation import DataError, check_flag, check_number, check_positive_int, require_columns
+from xscene_lib.data.validation import (DataError, DataTypeError, check_choice, check_flag, check_int, check_number,
+                                        check_positive_int, require_columns)
 
-__all__ = ['DataError', 'Dataset', 'DatasetSpec', 'Description', 'Fallback', 'FetchError', 'RawFormat', 'Split',
-           'SyntheticTruth', 'Tables', 'assign_scenarios', 'available', 'blank_texts', 'check_flag', 'check_number',
-           'check_positive_int', 'cold_start', 'copy_atomically', 'default_data_dir', 'delimited_table', 'fetch',
-           'integer_column', 'load', 'movie_text', 'parse_food_kitchen', 'parse_ml100k_atomic',
-           'parse_ml100k_grouplens', 'parse_ml1m_atomic', 'parse_ml1m_grouplens', 'read_plain_pickle', 'read_tables',
-           'relabel_scenarios', 'require_columns', 'scenario_views', 'sha256_file', 'spec_of', 'split_title',
-           'tables_problem', 'write_atomically', 'write_tables']
+__all__ = ['DataError', 'DataTypeError', 'Dataset', 'DatasetSpec', 'Description', 'Fallback', 'FetchError',
+           'RawFormat', 'Split', 'SyntheticTruth', 'Tables', 'assign_scenarios', 'available', 'blank_texts',
+           'check_choice', 'check_flag', 'check_int', 'check_number', 'check_positive_int', 'cold_start',
+           'copy_atomically', 'default_data_dir', 'delimited_table', 'fetch', 'integer_column', 'load', 'movie_text',
+           'parse_food_kitchen', 'parse_ml100k_atomic', 'parse_ml100k_grouplens', 'parse_ml1m_atomic',
+           'parse_ml1m_grouplens', 'read_plain_pickle', 'read_tables', 'relabel_scenarios', 'require_columns',
+           'scenario_views', 'sha256_file', 'spec_of', 'split_title', 'tables_problem', 'write_atomically',
+           'write_tables']

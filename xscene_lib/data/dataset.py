@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_flag, check_int, require_columns
 
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "scenario", "timestamp", "rating")
@@ -188,7 +188,7 @@ class Dataset:
                             f"known: {self.scenarios}")
         for label, value in (("min_user_interactions", min_user_interactions),
                              ("min_item_interactions", min_item_interactions)):
-            _fail_if_bad_count(label, value, minimum=1)
+            check_int(None, label, value, minimum=1)
         frame = self.interactions[self.interactions["scenario"].isin(kept)]
         while True:
             user_counts = frame.groupby("user_id")["user_id"].transform("size")
@@ -217,11 +217,11 @@ class Dataset:
             parts = [frame[frame["split"] == name].drop(columns="split").reset_index(drop=True)
                      for name in SPLIT_NAMES]
             return Split(*parts)
-        _fail_if_bad_count("valid_size", valid_size, minimum=0)
-        _fail_if_bad_count("test_size", test_size, minimum=0)
+        check_int(None, "valid_size", valid_size, minimum=0)
+        check_int(None, "test_size", test_size, minimum=0)
         if valid_size == 0 and test_size == 0:
             raise DataError("valid_size and test_size are both 0, so nothing would be held out; set one to 1 or more")
-        _fail_if_not_bool("per_scenario", per_scenario)
+        check_flag(None, "per_scenario", per_scenario)
         groups = frame.groupby(["user_id", "scenario"] if per_scenario else ["user_id"], sort=False)
         from_end = groups.cumcount(ascending=False).to_numpy()
         long_enough = groups["user_id"].transform("size").to_numpy() > valid_size + test_size
@@ -229,16 +229,6 @@ class Dataset:
         valid = long_enough & ~test & (from_end < test_size + valid_size)
         train = ~(test | valid)
         return Split(*(frame[mask].reset_index(drop=True) for mask in (train, valid, test)))
-
-
-def _fail_if_bad_count(label: str, value: object, minimum: int) -> None:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DataError(f"{label} must be an integer >= {minimum}, got {value!r}")
-
-
-def _fail_if_not_bool(label: str, value: object) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise DataError(f"{label} must be True or False, got {value!r}")
 
 
 def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -290,6 +280,13 @@ class Split:
         new = lambda rows: rows[~pd.MultiIndex.from_frame(rows[["user_id", "item_id"]]).isin(seen)]  # noqa: E731
         return Split(self.train, new(self.valid).reset_index(drop=True), new(self.test).reset_index(drop=True))
 
+    def first_test_users(self, n_users: int) -> Split:
+        """The split restricted to the n_users smallest user ids among the test users (all three parts)."""
+        check_int(None, "n_users", n_users, minimum=1)
+        users = np.sort(self.test["user_id"].unique())[:n_users]
+        keep = lambda frame: frame[frame["user_id"].isin(users)].reset_index(drop=True)  # noqa: E731
+        return Split(keep(self.train), keep(self.valid), keep(self.test))
+
 
 def cold_start(split: Split, *, by: str = "user", max_train_interactions: int = 5,
                per_scenario: bool = True) -> pd.DataFrame:
@@ -298,8 +295,8 @@ def cold_start(split: Split, *, by: str = "user", max_train_interactions: int = 
         raise DataError(f"cold_start needs a Split (from Dataset.split()), got {type(split).__name__}")
     if by not in ("user", "item"):
         raise DataError(f"cold_start(by={by!r}) is not supported; use by='user' or by='item'")
-    _fail_if_bad_count("max_train_interactions", max_train_interactions, minimum=0)
-    _fail_if_not_bool("per_scenario", per_scenario)
+    check_int(None, "max_train_interactions", max_train_interactions, minimum=0)
+    check_flag(None, "per_scenario", per_scenario)
     keys = [f"{by}_id", "scenario"] if per_scenario else [f"{by}_id"]
     counts = split.train.groupby(keys).size().rename("_train_count").reset_index()
     seen = split.test[keys].merge(counts, on=keys, how="left")["_train_count"].fillna(0).to_numpy()

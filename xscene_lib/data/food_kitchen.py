@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from xscene_lib.data.formats import RawFormat, Tables, delimited_table, integer_column
+from xscene_lib.data.validation import DataError
 
 FOOD_KITCHEN_SEQUENCES = {  # file -> user group, in the order that fixes the global user ids
     "train_A.txt": "food_only",
@@ -36,7 +37,7 @@ def read_plain_pickle(path: Path) -> dict[str, int | str]:
         value = _PlainUnpickler(handle).load()
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, (str, int)) for k, v in value.items()):
-        raise ValueError(f"{path.name}: expected a dict of str to str/int")
+        raise DataError(f"{path.name}: expected a dict of str to str/int")
     return value
 
 
@@ -44,7 +45,7 @@ def _numbers(path: Path, count: int) -> list[int]:
     """Read a file holding `count` whole numbers, one a line."""
     values = [int(line) for line in path.read_text(encoding="ascii").split()]
     if len(values) != count:
-        raise ValueError(f"{path.name}: expected {count} numbers, found {len(values)}")
+        raise DataError(f"{path.name}: expected {count} numbers, found {len(values)}")
     return values
 
 
@@ -53,11 +54,11 @@ def _domain_items(folder: Path, domain: str, suffix: str, first_id: int, count: 
     index = read_plain_pickle(folder / f"item_set_{suffix}.pkl")
     titles = read_plain_pickle(folder / f"text_{suffix}.pkl")
     if sorted(index.values()) != list(range(count)) or index.keys() != titles.keys():
-        raise ValueError(f"item_set_{suffix}.pkl/text_{suffix}.pkl: expected titles for ids 0..{count - 1}")
+        raise DataError(f"item_set_{suffix}.pkl/text_{suffix}.pkl: expected titles for ids 0..{count - 1}")
     asins = sorted(index, key=index.__getitem__)
     names = [str(titles[a]).strip() for a in asins]
     if not all(names):
-        raise ValueError(f"text_{suffix}.pkl: an item has an empty title")
+        raise DataError(f"text_{suffix}.pkl: an item has an empty title")
     return pd.DataFrame({"item_id": pd.array(range(first_id, first_id + count), dtype="int64"),
                          "asin": asins, "title": names, "domain": domain, "text": names})
 
@@ -67,7 +68,7 @@ def _sequences(path: Path, first_user: int, given_split: str | None) -> tuple[pd
     frame = delimited_table(path.read_text(encoding="ascii"), ["user", "items"], path.name)
     local_ids = integer_column(frame["user"], f"{path.name} user ids")
     if local_ids.tolist() != list(range(1, len(frame) + 1)):
-        raise ValueError(f"{path.name}: user ids must run 1..{len(frame)} in order")
+        raise DataError(f"{path.name}: user ids must run 1..{len(frame)} in order")
     lists = frame["items"].str.split(",")
     lengths = lists.str.len().to_numpy()
     items = integer_column(lists.explode(), f"{path.name} item ids").to_numpy()
@@ -96,10 +97,10 @@ def parse_food_kitchen(folder: Path) -> Tables:
         groups += [group] * n_users
         next_user += n_users
     if [groups.count(g) for g in ("food_only", "kitchen_only", "both")] != group_sizes:
-        raise ValueError(f"instance_num.txt: user counts {group_sizes} differ from the train files")
+        raise DataError(f"instance_num.txt: user counts {group_sizes} differ from the train files")
     interactions = pd.concat(parts, ignore_index=True)
     if not interactions["item_id"].between(0, len(items) - 1).all():
-        raise ValueError(f"sequence files: item id outside 0..{len(items) - 1}")
+        raise DataError(f"sequence files: item id outside 0..{len(items) - 1}")
     users = pd.DataFrame({"user_id": pd.array(range(1, next_user), dtype="int64"), "group": groups})
     return Tables(interactions, items, users)
 

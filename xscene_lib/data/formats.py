@@ -1,7 +1,7 @@
 """Parsers that turn the MovieLens raw files into the three base tables; the shared table types.
 
 Every parser takes the folder holding one complete set of raw files and returns
-`Tables(interactions, items, users)`; malformed input raises `ValueError`
+`Tables(interactions, items, users)`; malformed input raises `DataError` (a `ValueError`)
 (or the reading library's own error) naming the file and what is wrong.
 Column conventions are described in data/README.md; food_kitchen.py parses the Amazon Food-Kitchen files.
 """
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
+
+from xscene_lib.data.validation import DataError
 
 MOVIELENS_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -59,10 +61,10 @@ def delimited_table(text: str, columns: Sequence[str], what: str, sep: str = "\t
     frame = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=str, na_filter=False,
                         quoting=csv.QUOTE_NONE, engine="c")
     if frame.shape[1] != len(columns):
-        raise ValueError(f"{what}: expected {len(columns)} fields a line, found {frame.shape[1]}")
+        raise DataError(f"{what}: expected {len(columns)} fields a line, found {frame.shape[1]}")
     short = frame.isna().any(axis=1)
     if short.any():
-        raise ValueError(f"{what}: line {int(short.to_numpy().argmax()) + 1} has too few fields")
+        raise DataError(f"{what}: line {int(short.to_numpy().argmax()) + 1} has too few fields")
     frame.columns = list(columns)
     return frame
 
@@ -72,7 +74,7 @@ def _atomic(path: Path, header: str) -> pd.DataFrame:
     text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
     first, _, body = text.partition("\n")
     if first != header:
-        raise ValueError(f"{path.name}: unexpected header {first[:120]!r} (expected {header!r})")
+        raise DataError(f"{path.name}: unexpected header {first[:120]!r} (expected {header!r})")
     names = [field.split(":")[0] for field in header.split("\t")]
     return delimited_table(body, names, path.name)
 
@@ -81,7 +83,7 @@ def _zip_text(archive: zipfile.ZipFile, member: str) -> str:
     """Decode one member of a GroupLens zip (latin-1), wherever it sits inside the archive."""
     matches = [n for n in archive.namelist() if n == member or n.endswith("/" + member)]
     if len(matches) != 1:
-        raise ValueError(f"{Path(str(archive.filename)).name}: expected one {member}, found {len(matches)}")
+        raise DataError(f"{Path(str(archive.filename)).name}: expected one {member}, found {len(matches)}")
     return archive.read(matches[0]).decode("latin-1").replace("\r\n", "\n")
 
 
@@ -90,7 +92,7 @@ def integer_column(column: pd.Series, what: str) -> pd.Series:
     numbers = pd.to_numeric(column, errors="coerce")
     bad = numbers.isna() | (numbers % 1 != 0)
     if bad.any():
-        raise ValueError(f"{what}: expected whole numbers, found {column[bad].iloc[0]!r}")
+        raise DataError(f"{what}: expected whole numbers, found {column[bad].iloc[0]!r}")
     return numbers.astype("int64")
 
 
@@ -98,7 +100,7 @@ def _ratings(column: pd.Series, what: str) -> pd.Series:
     """Convert a column of numerals to float32 ratings."""
     numbers = pd.to_numeric(column, errors="coerce")
     if numbers.isna().any():
-        raise ValueError(f"{what}: expected numbers, found {column[numbers.isna()].iloc[0]!r}")
+        raise DataError(f"{what}: expected numbers, found {column[numbers.isna()].iloc[0]!r}")
     return numbers.astype("float32")
 
 
@@ -150,7 +152,7 @@ def _users(frame: pd.DataFrame, what: str, occupations: Sequence[str] | None = N
     if occupations is not None:
         codes = integer_column(occupation, f"{what} occupations")
         if not codes.between(0, len(occupations) - 1).all():
-            raise ValueError(f"{what}: occupation code outside 0..{len(occupations) - 1}")
+            raise DataError(f"{what}: occupation code outside 0..{len(occupations) - 1}")
         occupation = codes.map(dict(enumerate(occupations)))
     return pd.DataFrame({
         "user_id": integer_column(frame["user_id"], f"{what} user ids").to_numpy(),
@@ -171,7 +173,7 @@ def parse_ml100k_grouplens(folder: Path) -> Tables:
                         ["user_id", "age", "gender", "occupation", "zip_code"], "u.user", "|")
     flags = movies[list(MOVIELENS_GENRES)]
     if not flags.isin(["0", "1"]).all().all():
-        raise ValueError("u.item: genre flags must be 0 or 1")
+        raise DataError("u.item: genre flags must be 0 or 1")
     genre_lists = [[g for g, flag in zip(MOVIELENS_GENRES, row) if flag == "1"]
                    for row in flags.itertuples(index=False)]
     items = _movie_items(integer_column(movies["item_id"], "u.item ids"), movies["title"], genre_lists)
@@ -206,10 +208,10 @@ def parse_ml1m_grouplens(folder: Path) -> Tables:
     people_frame = delimited_table(people, ["user_id", "gender", "age", "occupation", "zip_code"], "users.dat")
     position = {movie: i + 1 for i, movie in enumerate(integer_column(movies_frame["movie"], "movies.dat ids"))}
     if len(position) != len(movies_frame):
-        raise ValueError("movies.dat: repeated MovieID")
+        raise DataError("movies.dat: repeated MovieID")
     item_ids = integer_column(data["movie"], "ratings.dat MovieIDs").map(position)
     if item_ids.isna().any():
-        raise ValueError("ratings.dat: a rating names a MovieID missing from movies.dat")
+        raise DataError("ratings.dat: a rating names a MovieID missing from movies.dat")
     items = _movie_items(range(1, len(movies_frame) + 1), movies_frame["title"],
                          [g.split("|") if g else [] for g in movies_frame["genres"]])
     interactions = _interactions(data["user"], item_ids, data["rating"], data["ts"], "ratings.dat")
@@ -226,10 +228,10 @@ def parse_ml1m_atomic(folder: Path) -> Tables:
                      "user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token")
     position = {title: i + 1 for i, title in enumerate(movies["item_id"])}
     if len(position) != len(movies):
-        raise ValueError("ml-1m.item: repeated title")
+        raise DataError("ml-1m.item: repeated title")
     item_ids = data["item_id"].map(position)
     if item_ids.isna().any():
-        raise ValueError(f"ml-1m.inter: unknown movie {data['item_id'][item_ids.isna()].iloc[0]!r}")
+        raise DataError(f"ml-1m.inter: unknown movie {data['item_id'][item_ids.isna()].iloc[0]!r}")
     items = _movie_items(range(1, len(movies) + 1), movies["item_id"],
                          [g.split() for g in movies["genre"]])
     interactions = _interactions(_strip_prefix(data["user_id"], "1m_", "ml-1m.inter"),
@@ -241,7 +243,7 @@ def parse_ml1m_atomic(folder: Path) -> Tables:
 def _strip_prefix(column: pd.Series, prefix: str, what: str) -> pd.Series:
     """Remove a prefix every value must carry (e.g. "1m_" in "1m_42")."""
     if not column.str.startswith(prefix).all():
-        raise ValueError(f"{what}: user ids must look like {prefix}<number>")
+        raise DataError(f"{what}: user ids must look like {prefix}<number>")
     return column.str.slice(len(prefix))
 
 

@@ -57,8 +57,10 @@ def default_data_dir() -> Path:
     """Where raw/ and cache/ live: $XSCENE_DATA, else the checkout's data/, else ~/.cache/xscene."""
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV]).expanduser()
-    checkout = Path(__file__).resolve().parents[1] / "data"
-    return checkout if checkout.is_dir() else Path.home() / ".cache" / "xscene"
+    root = Path(__file__).resolve().parents[2]  # the checkout, for an editable install: xscene_lib/data/ -> ./
+    checkout = root / "data"
+    in_checkout = checkout.is_dir() and (root / "pyproject.toml").is_file()
+    return checkout if in_checkout else Path.home() / ".cache" / "xscene"
 
 
 def fetch(name: str = "ml-100k", *, data_dir: str | Path | None = None, sources: Sequence[str] = SOURCES,

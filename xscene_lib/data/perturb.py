@@ -7,14 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_number, require_columns
 
 
 def relabel_scenarios(interactions: pd.DataFrame, share: float, scenarios: Sequence[str],
                       seed: int = 0) -> pd.DataFrame:
     """The interactions with a `share` of their scenario labels redrawn uniformly from `scenarios`."""
     require_columns(interactions, ("scenario",), "interactions")
-    _check_share(share)
+    check_number(None, "share", share, minimum=0, maximum=1)
     if not len(scenarios):
         raise DataError("scenarios must name at least one scenario to draw labels from")
     rng = np.random.default_rng(seed)
@@ -26,13 +26,8 @@ def relabel_scenarios(interactions: pd.DataFrame, share: float, scenarios: Seque
 
 def blank_texts(texts: Sequence[str], share: float, placeholder: str, seed: int = 0) -> list[str]:
     """The texts with a `share` of them replaced by `placeholder` (a text encoders refuse to be empty)."""
-    _check_share(share)
+    check_number(None, "share", share, minimum=0, maximum=1)
     if not isinstance(placeholder, str) or not placeholder.strip():
         raise DataError("placeholder must be a non-empty text, e.g. 'Unknown film.'; encoders refuse blank texts")
     replaced = np.random.default_rng(seed).random(len(texts)) < share  # (n,)
     return [placeholder if blank else text for text, blank in zip(texts, replaced)]
-
-
-def _check_share(share: float) -> None:
-    if isinstance(share, bool) or not isinstance(share, (int, float, np.number)) or not 0.0 <= share <= 1.0:
-        raise DataError(f"share must be a number between 0 and 1, got {share!r}")

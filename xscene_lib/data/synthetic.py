@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from xscene_lib.data.dataset import Dataset
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import DataError, check_number, check_positive_int
 
 TOPIC_WORDS = (
     ("guitar", "drums", "melody", "concert", "chorus", "album"),
@@ -87,11 +87,9 @@ def synthetic(n_users: int = 200, n_items: int = 300, n_scenarios: int = 2, n_to
     """
     for label, value in (("n_users", n_users), ("n_items", n_items), ("n_scenarios", n_scenarios),
                          ("n_topics", n_topics), ("interactions_per_user", interactions_per_user)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise DataError(f"{label} must be a positive integer, got {value!r}")
+        check_positive_int(None, label, value)
     for label, value in (("preference_scale", preference_scale), ("shift_scale", shift_scale)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < np.inf:
-            raise DataError(f"{label} must be a finite number >= 0, got {value!r}")
+        check_number(None, label, value, positive=False)
     if n_topics > n_items:
         raise DataError(f"n_topics={n_topics} exceeds n_items={n_items}; every topic needs an item")
     if not n_scenarios <= interactions_per_user <= n_items:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_int, check_number, require_columns
 
 RESAMPLES_AT_ONCE = 256  # bootstrap resamples drawn per block, bounding memory to 256 * n_users indices
 
@@ -45,6 +45,16 @@ def verdict(ci_low: float, ci_high: float, above: str = "above zero", below: str
     return above if ci_low > 0 else below if ci_high < 0 else neither
 
 
+def format_interval(low: float, high: float, digits: int = 4) -> str:
+    """An interval as the book prints it, signed and `digits` decimals: "[-0.0012, +0.0034]"."""
+    check_int("format_interval", "digits", digits, minimum=0)
+    for name, value in (("low", low), ("high", high)):
+        check_number("format_interval", name, value)
+    if low > high:
+        raise DataError(f"format_interval: low ({low}) is above high ({high}); pass the interval's ends in order")
+    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
 def paired_bootstrap(per_row: pd.DataFrame, metric: str, baseline: str, candidate: str, *,
                      by: Sequence[str] = ("scenario",), unit: str = "user_id", n_resamples: int = 2000,
                      confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
@@ -57,10 +67,8 @@ def paired_bootstrap(per_row: pd.DataFrame, metric: str, baseline: str, candidat
     """
     groups = list(by)
     _require(per_row, ["model", unit, *groups, metric], "per_row")
-    if not (isinstance(n_resamples, (int, np.integer)) and not isinstance(n_resamples, bool) and n_resamples >= 100):
-        raise DataError(f"n_resamples must be an integer >= 100, got {n_resamples!r}")
-    if not (isinstance(confidence, float) and 0.5 < confidence < 1.0):
-        raise DataError(f"confidence must be a float between 0.5 and 1, e.g. 0.95; got {confidence!r}")
+    check_int("paired_bootstrap", "n_resamples", n_resamples, minimum=100)
+    check_number("paired_bootstrap", "confidence", confidence, above=0.5, below=1.0, hint="e.g. 0.95")
     models = set(per_row["model"].astype(str))
     absent = [name for name in (baseline, candidate) if name not in models]
     if absent:

@@ -9,9 +9,9 @@ A target tied with other candidates gets the mean of the positions the tie spans
     rank = 1 + (candidates scored strictly higher) + (other candidates scored equally) / 2,
 
 which is its expected rank when ties are broken at random, so a model that scores everything alike gets no
-credit for luck. A test row the model cannot score (user not in training, item not a candidate, scenario not
-seen in training) is kept, marked `known=False` and given the worst rank, the number of candidates: it
-counts as a miss instead of silently leaving the average.
+credit for luck (`ranking.tie_aware_ranks` counts it). A test row the model cannot score (user not in
+training, item not a candidate, scenario not seen in training) is kept, marked `known=False` and given the
+worst rank, the number of candidates: it counts as a miss instead of silently leaving the average.
 
 `sampled_ranks` is the looser protocol of some papers: the target against a fixed number of random negatives
 from its scenario's candidates (the user's items left out), with ties and unscorable rows treated alike.
@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.evaluation.ranking import rank_among, tie_aware_ranks
 
 if TYPE_CHECKING:
     from xscene_lib.models.base import Recommender
@@ -116,19 +117,20 @@ def _ranks_in_batch(model: Recommender, scenario: str, users: np.ndarray, target
                     excluded: sp.csr_matrix, outside: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Rank and number of candidates for test rows given as user and target indices, one scenario."""
     batch_users, row_of = np.unique(users, return_inverse=True)
-    scores = model.score(model.user_ids_[batch_users], scenario)[row_of]  # (n_rows, n_items)
+    scores = _checked_scores(model, batch_users, scenario)  # (n_batch_users, n_items)
+    out = excluded[users]  # (n_rows, n_items), sparse
+    if outside is not None:  # only the scenario's candidates compete
+        competing = np.flatnonzero(~outside)
+        scores, out, targets = scores[:, competing], out[:, competing], np.searchsorted(competing, targets)
+    return tie_aware_ranks(scores[row_of], targets, out)
+
+
+def _checked_scores(model: Recommender, users: np.ndarray, scenario: str) -> np.ndarray:
+    """The model's scores of every item for users given as indices. shape: (len(users), n_items)."""
+    scores = model.score(model.user_ids_[users], scenario)
     if np.isnan(scores).any():
         raise DataError(f"{type(model).__name__} returned NaN scores in scenario {scenario!r}; fix the model")
-    rows = np.arange(len(users))
-    target_scores = scores[rows, targets].copy()  # (n_rows,)
-    out = excluded[users].toarray() > 0  # (n_rows, n_items)
-    if outside is not None:
-        out |= outside[None, :]
-    out[rows, targets] = False
-    scores[out] = np.nan  # compares as neither higher nor equal
-    higher = (scores > target_scores[:, None]).sum(axis=1)
-    tied = (scores == target_scores[:, None]).sum(axis=1) - 1
-    return 1.0 + higher + tied / 2.0, scores.shape[1] - out.sum(axis=1)
+    return scores
 
 
 def ranking_metrics(ranks: pd.DataFrame, ks: Sequence[int] = (10, 20)) -> pd.DataFrame:
@@ -247,9 +249,5 @@ def _sampled_ranks_in_batch(model: Recommender, scenario: str, users: np.ndarray
     keys[barred] = np.inf
     negatives = pool[np.argpartition(keys, n_negatives - 1, axis=1)[:, :n_negatives]]  # (n_rows, n_negatives)
     batch_users, row_of = np.unique(users, return_inverse=True)
-    scores = model.score(model.user_ids_[batch_users], scenario)[row_of]  # (n_rows, n_items)
-    if np.isnan(scores).any():
-        raise DataError(f"{type(model).__name__} returned NaN scores in scenario {scenario!r}; fix the model")
-    target_scores = scores[rows, targets][:, None]  # (n_rows, 1)
-    negative_scores = np.take_along_axis(scores, negatives, axis=1)  # (n_rows, n_negatives)
-    return 1.0 + (negative_scores > target_scores).sum(axis=1) + (negative_scores == target_scores).sum(axis=1) / 2.0
+    scores = _checked_scores(model, batch_users, scenario)  # (n_batch_users, n_items)
+    return rank_among(scores[row_of, targets], scores[row_of[:, None], negatives])  # (n_rows,), (n_rows, n_negatives)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_positive_int, require_columns
 from xscene_lib.evaluation.intervals import paired_bootstrap
 
 
@@ -20,6 +20,7 @@ def nearest_items(vectors: np.ndarray, items: pd.DataFrame, queries: Sequence[in
     `candidates` (item ids) limits the neighbours to those items, e.g. to another domain; default: all.
     """
     require_columns(items, ["item_id", label], "items")
+    check_positive_int("nearest_items", "k", k)
     if len(vectors) != len(items):
         raise DataError(f"vectors have {len(vectors)} rows but items {len(items)}; encode the same items")
     rows = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_int, check_positive_int, require_columns
 from xscene_lib.models.joint import JointModel
 from xscene_lib.evaluation.metrics import ranking_metrics, target_ranks
 from xscene_lib.models.base import Recommender
@@ -74,8 +74,7 @@ def encoding_seconds(texts: Sequence[str], model: str = DEFAULT_MODEL, device: s
 
 def scoring_seconds_per_user(model: Recommender, users: Sequence[int], scenario: str, repeats: int = 3) -> float:
     """Seconds to score every candidate item for one user, the fastest of `repeats` passes over `users`."""
-    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise DataError(f"repeats must be a positive integer, got {repeats!r}")
+    check_positive_int("scoring_seconds_per_user", "repeats", repeats)
     users = np.asarray(users).reshape(-1)
     if len(users) == 0:
         raise DataError("scoring_seconds_per_user needs at least one user")
@@ -104,11 +103,12 @@ def dimension_sweep(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame
     """Fit JointModel(dim=d) for each dimension and seed; the histories, test metrics and size of every run."""
     require_columns(test, ["user_id", "item_id", "scenario"], "test")
     dims, seeds = list(dims), list(seeds)
-    for name, values in (("dims", dims), ("seeds", seeds)):
-        if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in values):
-            raise DataError(f"{name} must be a non-empty list of non-negative integers, got {values!r}")
-    if 0 in dims:
-        raise DataError("dims must be positive: a joint model of dimension 0 has nothing to learn")
+    for name, values, least, why in (("dims", dims, 1, "a joint model of dimension 0 has nothing to learn"),
+                                     ("seeds", seeds, 0, "")):
+        if not values:
+            raise DataError(f"dimension_sweep({name}=...) must be a non-empty list of integers, got {values!r}")
+        for position, value in enumerate(values):
+            check_int("dimension_sweep", f"{name}[{position}]", value, minimum=least, hint=why)
     if {"dim", "seed"} & set(model_args):
         raise DataError("give dim and seed through dims and seeds, not as model arguments")
     seen = pd.concat([train, valid], ignore_index=True)  # left out of the ranking at test time

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import DataError, check_choice
 
 if TYPE_CHECKING:
     from xscene_lib.models.joint import JointModel
@@ -173,8 +173,7 @@ def check_gradients(seed: int = 0, batch: int = 8, width: int = 12, dim: int = 6
 
 def article_init(width: int, dim: int, reading: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """W ~ Normal(0, 1/sqrt(n)), b ~ Normal(0, 1/n) with the spread read as `reading`. shape: (n, m), (m,)."""
-    if reading not in READINGS:
-        raise DataError(f"reading must be one of {READINGS}, got {reading!r}")
+    check_choice("article_init", "reading", reading, READINGS)
     rng = torch.Generator().manual_seed(seed)
     power = 1.0 if reading == "standard deviation" else 0.5  # a variance s is a standard deviation s ** 0.5
     weight_std, bias_std = (width**-0.5) ** power, (1.0 / width) ** power
@@ -183,9 +182,9 @@ def article_init(width: int, dim: int, reading: str, seed: int = 0) -> tuple[tor
 
 
 def output_scale(text: np.ndarray, dim: int | None = None, seeds: Sequence[int] = range(5)) -> pd.DataFrame:
-    """|f(x)| / |x| under each reading of the article's init: measured (mean over seeds, rows) and predicted.
+    """``|f(x)| / |x|`` under each reading of the article's init: measured (mean over seeds, rows) and predicted.
 
-    Predicted: E|f(x)|^2 = m var(W) |x|^2 + m var(b), so the ratio is sqrt(m var(W) + m var(b) / |x|^2).
+    Predicted: ``E|f(x)|^2 = m var(W) |x|^2 + m var(b)``, so the ratio is ``sqrt(m var(W) + m var(b) / |x|^2)``.
     """
     x = torch.as_tensor(np.asarray(text, dtype=np.float64))  # (N, n)
     width = x.shape[1]
@@ -208,7 +207,7 @@ def cosine_spread_by_bias(user_text: np.ndarray, item_text: np.ndarray, bias_nor
                           seed: int = 0) -> pd.DataFrame:
     """Mean and spread of cos(f(u), f(i)) over all user-item pairs as the shared bias b grows along one direction.
 
-    W follows the article's init (read as a standard deviation); |b| is also given relative to the mean |x W|.
+    W follows the article's init (read as a standard deviation); ``|b|`` is also given relative to the mean ``|x W|``.
     """
     users, items = (torch.as_tensor(np.asarray(t, dtype=np.float64)) for t in (user_text, item_text))
     weight, _ = article_init(users.shape[1], users.shape[1], "standard deviation", seed)
@@ -259,7 +258,7 @@ def radial_gradient(user_text: np.ndarray, item_text: np.ndarray, seed: int = 0)
 
 
 def joint_scores_by_hand(model: JointModel, user_id: int, scenario: str, item_vectors: pd.DataFrame) -> np.ndarray:
-    """A fitted JointModel's scores of every item for one user in one scenario, recomputed in numpy.
+    """A fitted JointModel's scores of every item for one user in one scenario, recomputed in numpy::
 
         f(x)  = x P^T + p                    the article's f(x) = Embed(x) W + b, with W = P^T and b = p
         v_i   = f(x_i) + e_i                 e_i = 0 for an item never seen in training
@@ -267,7 +266,7 @@ def joint_scores_by_hand(model: JointModel, user_id: int, scenario: str, item_ve
         h     = z + W2 (gamma_s * relu(W1 z + b1) + beta_s) + b2
         score = cos(h, v_i) / temperature
 
-    shape: (n_items,), in the order of model.item_ids_. Only the default model (text, ids, FiLM) is covered.
+    shape: (n_items,), in the order of ``model.item_ids_``. Only the default model (text, ids, FiLM) is covered.
     """
     if not (model.use_text and model.use_id and model.adaptation == "film"):
         raise DataError("joint_scores_by_hand covers JointModel(use_text=True, use_id=True, adaptation='film') only")

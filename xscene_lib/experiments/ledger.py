@@ -20,11 +20,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from xscene_lib.evaluation import intervals
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_choice, require_columns
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 NO_CONCLUSION = "no conclusion possible at this size"
+SIGNS = (1, -1)  # a claim predicts a positive or a negative difference (candidate - baseline)
+SIGN_HINT = "+1 if the claim predicts a positive difference, -1 if a negative one"
 BOOTSTRAP_INTERVAL = "95% paired bootstrap over users"
 LEDGER_COLUMNS = ("claim", "section", "measured", "dataset", "difference", "ci_low", "ci_high", "interval",
                   "verdict", "chapter")
@@ -42,14 +44,12 @@ class Claim:
     chapter: str = ""  # the book page that measures it in detail, e.g. "joint_training"
 
     def __post_init__(self) -> None:
-        if self.predicted_sign not in (1, -1):
-            raise DataError(f"predicted_sign must be +1 or -1, got {self.predicted_sign!r}")
+        check_choice("Claim", "predicted_sign", self.predicted_sign, SIGNS, hint=SIGN_HINT)
 
 
 def verdict(ci_low: float, ci_high: float, predicted_sign: int = 1) -> str:
     """The verdict on a claim that predicts a difference of `predicted_sign`, from its interval."""
-    if predicted_sign not in (1, -1):
-        raise DataError(f"predicted_sign must be +1 or -1, got {predicted_sign!r}")
+    check_choice("verdict", "predicted_sign", predicted_sign, SIGNS, hint=SIGN_HINT)
     up, down = (SUPPORTED, NOT_SUPPORTED) if predicted_sign == 1 else (NOT_SUPPORTED, SUPPORTED)
     return intervals.verdict(ci_low, ci_high, above=up, below=down, neither=NO_CONCLUSION)
 

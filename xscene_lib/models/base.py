@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_positive_int, require_columns
 
 if TYPE_CHECKING:
     from xscene_lib.models.retrieval import ItemIndex
@@ -113,7 +113,7 @@ class Recommender:
     def score(self, users: Sequence[int], scenario: str) -> np.ndarray:
         """Scores of every catalogue item for each user in one scenario.
 
-        shape: (len(users), len(item_ids_)), columns in the order of `item_ids_`.
+        shape: ``(len(users), len(item_ids_))``, columns in the order of `item_ids_`.
         """
         index = self.user_index(users)
         if (index < 0).any():
@@ -138,8 +138,7 @@ class Recommender:
             raise DataError(f"{type(self).__name__} does not score by one user vector . item vector, so it cannot be "
                             f"served from an index; call recommend() without index (two-tower models such as "
                             f"BPRMF and JointModel can)")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise DataError(f"k must be a positive integer, got {k!r}")
+        check_positive_int(None, "k", k)
         raw = np.asarray(users, dtype=np.int64).reshape(-1)
         index = self.user_index(raw)
         weights = self.user_scenario_weights(index, scenario_weights)  # (B, n_scenarios)
@@ -155,7 +154,7 @@ class Recommender:
                        ) -> np.ndarray:
         """The blended score of every catalogue item for each user, seen items included.
 
-        shape: (len(users), len(item_ids_)), the sum over scenarios of what recommend() reports as the
+        shape: ``(len(users), len(item_ids_))``, the sum over scenarios of what recommend() reports as the
         `from_<scenario>` contributions; users not in training get the scenarios' popularity.
         """
         self._check_fitted()

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import DataError, check_flag, check_number, check_positive_int
 from xscene_lib.models.base import Recommender
 from xscene_lib.data.synthetic import SyntheticTruth
 
@@ -34,8 +34,7 @@ class Popularity(Recommender):
         self.per_scenario = per_scenario
 
     def _check_params(self) -> None:
-        if not isinstance(self.per_scenario, (bool, np.bool_)):
-            raise DataError(f"Popularity(per_scenario=...) must be True or False, got {self.per_scenario!r}")
+        check_flag("Popularity", "per_scenario", self.per_scenario)
 
     def _fit(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, train: pd.DataFrame,
              item_vectors: np.ndarray | None) -> None:
@@ -57,13 +56,8 @@ class ItemKNN(Recommender):
         self.shrink = shrink
 
     def _check_params(self) -> None:
-        number = self.num_neighbours
-        if isinstance(number, (bool, np.bool_)) or not isinstance(number, (int, np.integer)) or number <= 0:
-            raise DataError(f"ItemKNN(num_neighbours=...) must be a positive integer, got {number!r}")
-        shrink = self.shrink
-        if isinstance(shrink, (bool, np.bool_)) or not isinstance(shrink, (int, float, np.number)) \
-                or not np.isfinite(shrink) or shrink < 0:
-            raise DataError(f"ItemKNN(shrink=...) must be a finite number >= 0, got {shrink!r}")
+        check_positive_int("ItemKNN", "num_neighbours", self.num_neighbours)
+        check_number("ItemKNN", "shrink", self.shrink, positive=False)
 
     def _fit(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, train: pd.DataFrame,
              item_vectors: np.ndarray | None) -> None:

@@ -21,8 +21,6 @@ epoch of best validation AUC (over all scenarios) and stops after `patience` epo
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +33,9 @@ from torch import nn
 
 from xscene_lib.models.ctr_networks import Batch, FeatureEmbedding, JointNetwork, SharedBottomNetwork, StarNetwork
 from xscene_lib.models.ctr_protocol import GENRE_SEPARATOR, ITEM_FEATURES, USER_FEATURES, click_through_table
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_flag, check_number, check_positive_int, require_columns
 from xscene_lib.models.base import NotFittedError
+from xscene_lib.models.fitting import run_key
 from xscene_lib.training.loop import TrainHistory, seeded_generator, train_module
 
 ID_COLUMNS = ("user_id", "item_id", "scenario")
@@ -130,7 +129,7 @@ class ClickModel:
         """Learn from labelled interactions (e.g. click_through_split(dataset).train); `valid` stops early."""
         for name in [name for name in vars(self) if name.endswith("_")]:
             delattr(self, name)  # a failed fit leaves the model unfitted
-        self._check_settings()
+        self._check_params()
         _check_labelled(train, "train")
         if valid is not None:
             _check_labelled(valid, "valid")
@@ -140,6 +139,8 @@ class ClickModel:
         network = self._network(self._embedding(features, vectors), len(features.scenarios))
         data, held_out = features.encode(train), None if valid is None else features.encode(valid)
         labels = data["label"]
+        # the run's checkpoints are keyed by the settings and the exact encoded rows (side features included)
+        arrays = [tensor.numpy() for part in (data, held_out or {}) for tensor in part.values()]
 
         def batches(rng: np.random.Generator) -> Iterator[torch.Tensor]:
             order = torch.as_tensor(rng.permutation(len(labels)))
@@ -155,35 +156,27 @@ class ClickModel:
         self.history_: TrainHistory = train_module(
             network, batches, loss, validate=None if held_out is None else validate, num_epochs=self.num_epochs,
             learning_rate=self.learning_rate, patience=self.patience, seed=self.seed,
-            checkpoint_dir=self.checkpoint_dir, run_key=self._run_key(train, valid, vectors),
+            checkpoint_dir=self.checkpoint_dir, run_key=run_key(self, *arrays, vectors),
             show_progress=self.show_progress, description=type(self).__name__)
         self.features_, self.network_ = features, network
         return self
 
-    def _check_settings(self) -> None:
+    def _check_params(self) -> None:
         """A clear error for settings the network cannot be built with (the loop checks its own)."""
+        owner = type(self).__name__
         for name in ("dim", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise DataError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(owner, name, getattr(self, name))
         hidden = self.hidden
-        if (not isinstance(hidden, (tuple, list)) or not hidden
-                or not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h > 0 for h in hidden)):
-            raise DataError(f"hidden must be a non-empty sequence of positive layer widths, e.g. (128, 64); "
+        if not isinstance(hidden, (tuple, list)) or not hidden:
+            raise DataError(f"{owner}(hidden=...) must be a non-empty sequence of layer widths, e.g. (128, 64); "
                             f"got {hidden!r}")
-        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise DataError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-
-    def _run_key(self, train: pd.DataFrame, valid: pd.DataFrame | None, vectors: np.ndarray | None) -> str:
-        """What makes a checkpoint this run's: model, settings and the exact data."""
-        settings = {k: v for k, v in vars(self).items() if k not in ("checkpoint_dir", "show_progress")}
-        digest = hashlib.sha256(json.dumps([type(self).__name__, repr(sorted(settings.items()))]).encode())
-        for frame in (train, valid):
-            if frame is not None:
-                digest.update(pd.util.hash_pandas_object(frame[[*ID_COLUMNS, "label"]], index=False).to_numpy())
-        if vectors is not None:
-            digest.update(np.ascontiguousarray(vectors).tobytes())
-        return digest.hexdigest()
+        if not all(isinstance(h, (int, np.integer)) and not isinstance(h, (bool, np.bool_)) and h > 0 for h in hidden):
+            raise DataError(f"{owner}(hidden=...) must hold positive integer layer widths, e.g. (128, 64); "
+                            f"got {hidden!r}")
+        check_number(owner, "dropout", self.dropout, positive=False)
+        if self.dropout >= 1:
+            raise DataError(f"{owner}(dropout=...) must be a number in [0, 1), got {self.dropout!r}")
+        check_flag(owner, "show_progress", self.show_progress)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Click probability of each row (user_id, item_id, scenario and the side features used in fit).
@@ -231,13 +224,16 @@ class JointCTR(ClickModel):
         self.use_text = use_text
         self.use_id = use_id
 
-    def _embedding(self, features: Features, vectors: np.ndarray | None) -> FeatureEmbedding:
-        """The feature embedding with the item parts the switches keep."""
+    def _check_params(self) -> None:
+        """The shared settings' checks plus the item switches."""
+        super()._check_params()
         for name in ("use_text", "use_id"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise DataError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            check_flag(type(self).__name__, name, getattr(self, name))
         if not self.use_text and not self.use_id:
             raise DataError("JointCTR(use_text=False, use_id=False) leaves items without features; keep one on")
+
+    def _embedding(self, features: Features, vectors: np.ndarray | None) -> FeatureEmbedding:
+        """The feature embedding with the item parts the switches keep."""
         if self.use_text and vectors is None:
             raise DataError("JointCTR(use_text=True) needs item_vectors: a DataFrame indexed by item_id, e.g. "
                             "pd.DataFrame(TextEncoder().encode(items.text.tolist()), index=items.item_id); "

@@ -43,7 +43,7 @@ from xscene_lib.models.fitting import (history_means, run_key, scores_in_chunks,
                                   validation_ndcg, worker_group)
 from xscene_lib.training.loop import seeded_generator, train_module
 from xscene_lib.models.two_tower import TwoTowerRecommender
-from xscene_lib.data.validation import DataError, check_flag, check_number, check_positive_int
+from xscene_lib.data.validation import DataError, check_choice, check_flag, check_number, check_positive_int
 
 ADAPTATIONS = ("film", "star", None)
 LOSSES = ("softmax", "bpr")
@@ -180,10 +180,8 @@ class JointModel(TwoTowerRecommender):
         if not (self.use_text or self.use_id):
             raise DataError(f"{owner}(use_text=False, use_id=False) has nothing to represent users and items with; "
                             f"switch on at least one of them")
-        if self.adaptation not in ADAPTATIONS:
-            raise DataError(f"{owner}(adaptation={self.adaptation!r}) is unknown; choose one of {ADAPTATIONS}")
-        if self.loss not in LOSSES:
-            raise DataError(f"{owner}(loss={self.loss!r}) is unknown; choose one of {LOSSES}")
+        check_choice(owner, "adaptation", self.adaptation, ADAPTATIONS)
+        check_choice(owner, "loss", self.loss, LOSSES)
 
     def _loss_weights(self) -> torch.Tensor:
         """Each scenario's weight in the loss, 1 unless given. shape: (n_scenarios,)."""
@@ -261,13 +259,13 @@ class JointModel(TwoTowerRecommender):
         return scores_in_chunks(users, items, user_index)
 
     def item_vectors(self) -> np.ndarray:
-        """The item side of the score, v_i / |v_i| / temperature (score = user . item). shape: (n_items, dim)."""
+        """The item side of the score, ``v_i / |v_i| / temperature`` (score = user . item). shape: (n_items, dim)."""
         self._check_fitted()
         with torch.inference_mode():
             return (F.normalize(self.module_.items(), dim=-1) * (1.0 / float(self.temperature))).numpy()
 
     def user_vectors(self, user_index: np.ndarray, scenario_index: int) -> np.ndarray:
-        """The user side of the score in one scenario, h / |h|, for user indices. shape: (len(user_index), dim)."""
+        """The user side of the score in one scenario, ``h / |h|``, for user indices. shape: (len(user_index), dim)."""
         self._check_fitted()
         user = torch.as_tensor(np.asarray(user_index, dtype=np.int64))
         with torch.inference_mode():

@@ -13,8 +13,9 @@ The approximate kinds can miss true top-K items; `recall_at_k` measures how many
 
 `retrieve` (and `model.recommend(..., index=...)`) gives the output of `Recommender.recommend` (same rows
 and columns) from an index. The blend of scenarios stays exact: in a two-tower model (the joint model,
-BPR-MF) the item vector v_i is the same in every scenario and only the user vector h_s depends on it, and standardising z_s = (h_s.v_i - h_s.mu) / sigma_s (mu: mean item
-vector, sigma_s^2 = h_s' Cov(v) h_s, both over all items) is affine in v_i, so
+BPR-MF) the item vector v_i is the same in every scenario and only the user vector h_s depends on it, and
+standardising z_s = (h_s.v_i - h_s.mu) / sigma_s (mu: mean item vector, sigma_s^2 = h_s' Cov(v) h_s, both
+over all items) is affine in v_i, so
 
     sum_s w_s z_s(u, i) = q_u . v_i - c_u,   q_u = sum_s (w_s / sigma_s) h_s,   c_u = sum_s w_s (h_s.mu) / sigma_s
 
@@ -30,7 +31,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import DataError, check_choice, check_positive_int
 from xscene_lib.models.base import USER_CHUNK, NotFittedError, Recommender
 from xscene_lib.models.two_tower import TwoTowerRecommender
 
@@ -54,10 +55,9 @@ class ItemIndex:
 
     def fit(self, item_vectors: np.ndarray) -> ItemIndex:
         """Build the index over the items; row i of item_vectors is item i. shape: (n_items, d)."""
-        if self.kind not in KINDS:
-            raise DataError(f"ItemIndex(kind={self.kind!r}) is unknown; choose one of {KINDS}")
+        check_choice("ItemIndex", "kind", self.kind, KINDS)
         for name in ("nprobe", "m", "ef_construction", "ef_search"):
-            _check_count(name, getattr(self, name))
+            check_positive_int("ItemIndex", name, getattr(self, name))
         vectors = _checked_matrix(item_vectors, "item_vectors")
         if len(vectors) == 0:
             raise DataError("item_vectors is empty: an index needs at least one item")
@@ -77,7 +77,7 @@ class ItemIndex:
         """An IVF index whose cells k-means learned from (a seeded sample of) the items."""
         n, d = vectors.shape
         nlist = self.nlist if self.nlist is not None else default_nlist(n)
-        _check_count("nlist", nlist)
+        check_positive_int("ItemIndex", "nlist", nlist)
         if nlist > n:
             raise DataError(f"ItemIndex(nlist={nlist}) asks for more cells than there are items ({n}); "
                             f"use nlist <= {n} or leave it None")
@@ -99,7 +99,7 @@ class ItemIndex:
         if not hasattr(self, "index_"):
             raise NotFittedError("this ItemIndex is not fitted yet; call fit(item_vectors) first")
         for name in ("nprobe", "ef_search"):
-            _check_count(name, getattr(self, name))
+            check_positive_int("ItemIndex", name, getattr(self, name))
         if isinstance(self.index_, faiss.IndexIVFFlat):
             self.index_.nprobe = min(self.nprobe, self.index_.nlist)
         elif isinstance(self.index_, faiss.IndexHNSWFlat):
@@ -108,8 +108,7 @@ class ItemIndex:
         if queries.shape[1] != self.dim_:
             raise DataError(f"query_vectors have {queries.shape[1]} dimensions but the index was built on "
                             f"{self.dim_}-dimensional item vectors; use the same model (and layer) for both")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise DataError(f"k must be a positive integer, got {k!r}")
+        check_positive_int(None, "k", k)
         if k > self.n_items_:
             raise DataError(f"k={k} is more than the {self.n_items_} items in the index; ask for k <= {self.n_items_}")
         if len(queries) == 0:
@@ -175,8 +174,7 @@ def retrieve(model: Recommender, users: Sequence[int], index: ItemIndex, k: int 
     if (index.n_items_, index.dim_) != items.shape:
         raise DataError(f"the index holds {index.n_items_} items of {index.dim_} dimensions but the model has "
                         f"{items.shape[0]} of {items.shape[1]}; build it with ItemIndex().fit(item_vectors(model))")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise DataError(f"k must be a positive integer, got {k!r}")
+    check_positive_int(None, "k", k)
     raw = np.asarray(users, dtype=np.int64).reshape(-1)
     user_index = model.user_index(raw)
     weights = model.user_scenario_weights(user_index, scenario_weights)  # (B, S)
@@ -267,12 +265,6 @@ def _check_two_tower(model: Recommender) -> None:
     if not isinstance(model, TwoTowerRecommender):
         raise DataError(f"{type(model).__name__} does not score by one user vector . item vector shared by all "
                         f"scenarios, so it cannot be served from an index; use its recommend()")
-
-
-def _check_count(name: str, value: object) -> None:
-    """A clear error unless `value` is an integer >= 1."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise DataError(f"ItemIndex({name}=...) must be a positive integer, got {value!r}")
 
 
 def _checked_matrix(values: np.ndarray, name: str) -> np.ndarray:

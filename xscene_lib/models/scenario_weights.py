@@ -14,9 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from xscene_lib.data.validation import DataError, require_columns
 from xscene_lib.evaluation.metrics import ranking_metrics
+from xscene_lib.evaluation.ranking import tie_aware_ranks
 from xscene_lib.models.base import TRAIN_COLUMNS, USER_CHUNK, Recommender
 
 MOST_CANDIDATES = 256  # weight vectors tried at most; beyond, a seeded sample of the simplex grid
@@ -38,11 +40,12 @@ def blended_ranks(model: Recommender, targets: pd.DataFrame, seen: Iterable[pd.D
     return _ranks(model, targets, excluded, scenario_weights)
 
 
-def _ranks(model: Recommender, targets: pd.DataFrame, excluded: dict[int, np.ndarray],
+def _ranks(model: Recommender, targets: pd.DataFrame, excluded: sp.csr_matrix,
            scenario_weights: Mapping[str, float] | str | None) -> pd.DataFrame:
-    """blended_ranks with each user's excluded item indices already looked up (`_seen_items`)."""
+    """blended_ranks with the users' excluded items already looked up (`_seen_items` of the targets' users)."""
     n_items = len(model.item_ids_)
     users = targets["user_id"].to_numpy(np.int64)
+    listed = np.unique(users)  # the rows of `excluded`
     items = pd.Index(model.item_ids_).get_indexer(targets["item_id"].to_numpy(np.int64))  # (n_rows,), -1: unknown
     rank, counts = np.full(len(targets), float(n_items)), np.full(len(targets), n_items, dtype=np.int64)
     known = items >= 0
@@ -50,32 +53,34 @@ def _ranks(model: Recommender, targets: pd.DataFrame, excluded: dict[int, np.nda
     for start in range(0, len(unique_users), USER_CHUNK):
         chunk = unique_users[start:start + USER_CHUNK]
         scores = model.blended_scores(chunk, scenario_weights)  # (B, n_items)
-        for row in np.flatnonzero(known & np.isin(users, chunk)):
-            user_scores = scores[np.searchsorted(chunk, users[row])]
-            out = np.zeros(n_items, bool)
-            out[excluded.get(users[row], [])] = True
-            out[items[row]] = False
-            competing = user_scores[~out]
-            target = user_scores[items[row]]
-            rank[row] = 1.0 + (competing > target).sum() + ((competing == target).sum() - 1) / 2.0
-            counts[row] = len(competing)
+        rows = np.flatnonzero(known & np.isin(users, chunk))
+        for part in range(0, len(rows), USER_CHUNK):  # at most USER_CHUNK rows of scores gathered at once
+            batch = rows[part:part + USER_CHUNK]
+            rank[batch], counts[batch] = tie_aware_ranks(scores[np.searchsorted(chunk, users[batch])], items[batch],
+                                                         excluded[np.searchsorted(listed, users[batch])])
     ranked = targets.reset_index(drop=True).copy()
     ranked["rank"], ranked["known"], ranked["n_candidates"] = rank, known, counts
     return ranked
 
 
-def _seen_items(model: Recommender, seen: Iterable[pd.DataFrame], users: np.ndarray) -> dict[int, np.ndarray]:
-    """For each user of `users`, the indices of the model's items found in the `seen` frames."""
+def _seen_items(model: Recommender, seen: Iterable[pd.DataFrame], users: np.ndarray) -> sp.csr_matrix:
+    """Which of the model's items each of `users` (sorted, distinct) has in the `seen` frames.
+
+    shape: (len(users), n_items), 1 where seen.
+    """
     frames = [frame for frame in seen]
     for number, frame in enumerate(frames):
         require_columns(frame, ("user_id", "item_id"), f"seen frame {number}")
     if not frames:
-        return {}
+        return sp.csr_matrix((len(users), len(model.item_ids_)), dtype=np.float32)
     pairs = pd.concat([frame[["user_id", "item_id"]] for frame in frames], ignore_index=True)
-    pairs = pairs[pairs["user_id"].isin(users)]
-    pairs = pairs.assign(index=pd.Index(model.item_ids_).get_indexer(pairs["item_id"].to_numpy(np.int64)))
-    pairs = pairs[pairs["index"] >= 0]
-    return {int(user): group.to_numpy() for user, group in pairs.groupby("user_id")["index"]}
+    rows = pd.Index(users).get_indexer(pairs["user_id"].to_numpy(np.int64))  # (n_pairs,), -1: not among users
+    columns = pd.Index(model.item_ids_).get_indexer(pairs["item_id"].to_numpy(np.int64))  # (n_pairs,), -1: unknown
+    both = (rows >= 0) & (columns >= 0)
+    matrix = sp.csr_matrix((np.ones(int(both.sum()), np.float32), (rows[both], columns[both])),
+                           shape=(len(users), len(model.item_ids_)))
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def simplex_grid(n_scenarios: int, grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> np.ndarray:

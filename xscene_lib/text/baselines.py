@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from xscene_lib.data import loading as datasets
+from xscene_lib.data.validation import DataError, DataTypeError, check_int
 from xscene_lib.text.encoder import DEFAULT_MODEL, locate_model
 
 RANDOM_MODELS_FOLDER = "models"  # under the data folder's cache/: where random_bert writes its models
@@ -43,12 +44,12 @@ def tfidf_vectors(texts: Sequence[str] | pd.Series, dim: int = 384, seed: int = 
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     values = _checked_texts(texts)
-    _check_int("dim", dim, least=1)
-    _check_int("seed", seed, least=0)
+    check_int(None, "dim", dim, minimum=1)
+    check_int(None, "seed", seed, minimum=0)
     weights = TfidfVectorizer(ngram_range=ngram_range, sublinear_tf=True).fit_transform(values)  # (n, vocabulary)
     most = min(weights.shape) - 1  # truncated SVD needs fewer components than texts and words
     if dim > most:
-        raise ValueError(f"dim={dim} is too large for {weights.shape[0]} texts with {weights.shape[1]} distinct "
+        raise DataError(f"dim={dim} is too large for {weights.shape[0]} texts with {weights.shape[1]} distinct "
                          f"terms; choose dim <= {most}")
     reduced = TruncatedSVD(n_components=dim, random_state=seed).fit_transform(weights)  # (n, dim)
     norms = np.linalg.norm(reduced, axis=1, keepdims=True)  # (n, 1)
@@ -64,7 +65,7 @@ def random_bert(like: str | os.PathLike = DEFAULT_MODEL, folder: str | os.PathLi
     """
     import transformers
 
-    _check_int("seed", seed, least=0)
+    check_int(None, "seed", seed, minimum=0)
     name, source = locate_model(like)
     target = Path(folder).expanduser() if folder is not None else (
         datasets.default_data_dir() / "cache" / RANDOM_MODELS_FOLDER / f"random-{Path(name).name}-seed{seed}")
@@ -96,19 +97,13 @@ def random_bert(like: str | os.PathLike = DEFAULT_MODEL, folder: str | os.PathLi
 
 
 def _checked_texts(texts: Sequence[str] | pd.Series) -> list[str]:
-    """The texts as a list of strings, at least two; TypeError or ValueError naming what is wrong."""
+    """The texts as a list of strings, at least two; DataTypeError or DataError naming what is wrong."""
     if isinstance(texts, (str, bytes)):
-        raise TypeError("texts must be a list of strings, got a single string")
+        raise DataTypeError("texts must be a list of strings, got a single string")
     values = texts.tolist() if isinstance(texts, (pd.Series, np.ndarray)) else list(texts)
     for position, text in enumerate(values):
         if not isinstance(text, str):
-            raise TypeError(f"text at position {position} is {text!r} ({type(text).__name__}), not a string")
+            raise DataTypeError(f"text at position {position} is {text!r} ({type(text).__name__}), not a string")
     if len(values) < 2:
-        raise ValueError(f"TF-IDF needs at least two texts to weigh terms by, got {len(values)}")
+        raise DataError(f"TF-IDF needs at least two texts to weigh terms by, got {len(values)}")
     return values
-
-
-def _check_int(name: str, value: object, least: int) -> None:
-    """ValueError unless value is an integer >= least."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xscene_lib.data.store import sha256_file, write_atomically
+from xscene_lib.data.validation import DataError
 
 FORMAT_VERSION = 1
 SETTINGS_FILE = "settings.json"
@@ -83,7 +84,7 @@ class VectorCache:
         """Store new vectors as one more shard (or merge all shards when there are too many)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
         if len(hashes) != len(vectors) or vectors.ndim != 2:
-            raise ValueError(f"add() needs one vector per hash, got {len(hashes)} hashes and shape {vectors.shape}")
+            raise DataError(f"add() needs one vector per hash, got {len(hashes)} hashes and shape {vectors.shape}")
         index = self._loaded()
         if index and self._vectors.shape[1] != vectors.shape[1]:
             self._rebuild(f"holds {self._vectors.shape[1]}-d vectors, the encoder makes {vectors.shape[1]}-d")

@@ -23,6 +23,7 @@ from tqdm import tqdm  # plain text bars: readable in terminals, notebooks and t
 from xscene_lib.data import loading as datasets
 from xscene_lib.text.int8 import INT8_SCHEME, quantize_int8
 from xscene_lib.data.store import sha256_file
+from xscene_lib.data.validation import DataError, DataTypeError, check_choice, check_int, require_columns
 from xscene_lib.text.cache import VectorCache, text_hash
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -87,6 +88,15 @@ class TextEncoder:
         row_of = {h: row for row, h in enumerate(distinct)}
         return table[[row_of[h] for h in hashes]]  # (n, d)
 
+    def encode_items(self, items: pd.DataFrame, column: str = "text") -> pd.DataFrame:
+        """The vectors of the items' `column` texts as float32 rows indexed by item_id; shape: (n_items, d)."""
+        if not isinstance(column, str):
+            raise DataError(f"TextEncoder.encode_items(column=...) must be a column name, got {column!r}")
+        require_columns(items, ["item_id", column], "items", hint="pass the items table of a Dataset "
+                        "(item_id and a text column, e.g. from item_texts) and the name of its text column")
+        vectors = self.encode(items[column])  # (n_items, d)
+        return pd.DataFrame(vectors, index=pd.Index(items["item_id"].to_numpy(), name="item_id"))
+
     def vector_cache(self) -> VectorCache:
         """The on-disk cache of this encoder's settings (under cache_dir), which encode() reads and fills."""
         return VectorCache(self._cache_root(), self._settings())
@@ -98,17 +108,15 @@ class TextEncoder:
     # --- settings and loading ------------------------------------------------------------------
 
     def _check_params(self) -> None:
-        """Raise ValueError for a parameter no encoding can use."""
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling={self.pooling!r}; choose one of {POOLINGS}")
+        """Raise DataError for a parameter no encoding can use."""
+        check_choice("TextEncoder", "pooling", self.pooling, POOLINGS)
         for name, least in (("max_length", 2), ("batch_size", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
-            raise ValueError(f"num_threads must be None or an integer >= 1, got {self.num_threads!r}")
+            check_int("TextEncoder", name, getattr(self, name), minimum=least)
+        if self.num_threads is not None:
+            check_int("TextEncoder", "num_threads", self.num_threads, minimum=1,
+                      hint="or pass None to keep torch's setting")
         if self.quantize and self.device not in ("auto", "cpu"):
-            raise ValueError(f"quantize=True runs on the CPU only; use device='cpu' (got device={self.device!r})")
+            raise DataError(f"quantize=True runs on the CPU only; use device='cpu' (got device={self.device!r})")
 
     def _located(self) -> tuple[str, Path, str]:
         """The model's name, local folder and fingerprint, looked up once per model."""
@@ -150,9 +158,9 @@ class TextEncoder:
         model, tokenizer = self._loaded()
         positions = getattr(model.config, "max_position_embeddings", None)
         if positions is not None and self.max_length > positions:
-            raise ValueError(f"max_length={self.max_length} exceeds the {positions} positions of {self.model}")
+            raise DataError(f"max_length={self.max_length} exceeds the {positions} positions of {self.model}")
         if self.pooling == "pooler" and getattr(model, "pooler", None) is None:
-            raise ValueError(f"{self.model} has no trained pooler layer; use pooling='mean' or 'cls'")
+            raise DataError(f"{self.model} has no trained pooler layer; use pooling='mean' or 'cls'")
         tokens = self._tokenize(texts)
         order = _longest_first(tokens)
         show = len(texts) > PROGRESS_FROM if self.show_progress is None else bool(self.show_progress)
@@ -230,21 +238,21 @@ def _torch_threads(count: int | None) -> Iterator[None]:
 
 
 def _checked_texts(texts: Sequence[str] | pd.Series | np.ndarray) -> list[str]:
-    """The texts as a list of non-blank strings; TypeError or ValueError naming the first bad position."""
+    """The texts as a list of non-blank strings; DataTypeError or DataError naming the first bad position."""
     if isinstance(texts, (str, bytes)):
-        raise TypeError("texts must be a list of strings, got a single string; wrap it: encode([text])")
+        raise DataTypeError("texts must be a list of strings, got a single string; wrap it: encode([text])")
     if isinstance(texts, (np.ndarray, pd.Series, pd.Index)) and texts.dtype.kind not in "OUT":
-        raise TypeError(f"texts must hold strings, got a {type(texts).__name__} of dtype {texts.dtype}")
+        raise DataTypeError(f"texts must hold strings, got a {type(texts).__name__} of dtype {texts.dtype}")
     if isinstance(texts, np.ndarray) and texts.ndim != 1:
-        raise TypeError(f"texts must be one-dimensional, got an array of shape {texts.shape}")
+        raise DataTypeError(f"texts must be one-dimensional, got an array of shape {texts.shape}")
     if not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+        raise DataTypeError(f"texts must be a list of strings, got {type(texts).__name__}")
     values = texts.tolist() if isinstance(texts, (np.ndarray, pd.Series, pd.Index)) else list(texts)
     for position, text in enumerate(values):
         if not isinstance(text, str):
-            raise TypeError(f"text at position {position} is {text!r} ({type(text).__name__}), not a string")
+            raise DataTypeError(f"text at position {position} is {text!r} ({type(text).__name__}), not a string")
         if not text.strip():
-            raise ValueError(f"text at position {position} is empty or whitespace only ({text!r})")
+            raise DataError(f"text at position {position} is empty or whitespace only ({text!r})")
     return [str(text) for text in values]
 
 

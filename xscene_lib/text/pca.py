@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xscene_lib.data.validation import DataError, check_int
+
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (all-zero rows stay zero); shape: (n, d) float32."""
@@ -29,9 +31,8 @@ class PCA:
         """Fit the top `dim` components of the vectors; shape: vectors (n, D)."""
         data = _checked_matrix(vectors, "vectors").astype(np.float64)  # (n, D)
         limit = min(data.shape)
-        if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= limit:
-            raise ValueError(f"dim must be an integer from 1 to {limit} (the smaller of {data.shape[0]:,} vectors "
-                             f"and {data.shape[1]:,} features), got {dim!r}")
+        check_int(None, "dim", dim, minimum=1, maximum=limit,
+                  hint=f"{limit} is the smaller of {data.shape[0]:,} vectors and {data.shape[1]:,} features")
         mean = data.mean(axis=0)  # (D,)
         _, singular, rows = np.linalg.svd(data - mean, full_matrices=False)  # rows: (min(n, D), D)
         signs = np.sign(rows[np.arange(len(rows)), np.abs(rows).argmax(axis=1)])  # largest entry made positive
@@ -44,7 +45,7 @@ class PCA:
         """Project vectors on the fitted components; shape: (n, D) -> (n, k) float32."""
         data = _checked_matrix(vectors, "vectors")
         if data.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"vectors have {data.shape[1]} features, the PCA was fitted on {self.mean.shape[0]}")
+            raise DataError(f"vectors have {data.shape[1]} features, the PCA was fitted on {self.mean.shape[0]}")
         return ((data.astype(np.float64) - self.mean) @ self.components.T).astype(np.float32)
 
 
@@ -56,11 +57,11 @@ def reduce(vectors: np.ndarray, dim: int, renormalize: bool = True) -> tuple[np.
 
 
 def _checked_matrix(vectors: np.ndarray, what: str) -> np.ndarray:
-    """The vectors as a finite 2-D float32 array; ValueError otherwise."""
+    """The vectors as a finite 2-D float32 array; DataError otherwise."""
     array = np.asarray(vectors)
     if array.ndim != 2 or array.dtype.kind not in "fiu" or array.shape[0] == 0:
-        raise ValueError(f"{what} must be a non-empty 2-D numeric array (n, d), got shape {array.shape} "
-                         f"of dtype {array.dtype}")
+        raise DataError(f"{what} must be a non-empty 2-D numeric array (n, d), got shape {array.shape} "
+                        f"of dtype {array.dtype}")
     if not np.isfinite(array).all():
-        raise ValueError(f"{what} hold NaN or infinite values; clean them first")
+        raise DataError(f"{what} hold NaN or infinite values; clean them first")
     return array.astype(np.float32, copy=False)

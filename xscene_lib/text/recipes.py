@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from xscene_lib.data import formats
+from xscene_lib.data.validation import DataError, DataTypeError
 
 
 @dataclass(frozen=True)
@@ -44,20 +45,20 @@ RECIPES: dict[str, Recipe] = {
 def item_texts(items: pd.DataFrame, recipe: str = "default") -> pd.Series:
     """The text of each item written by a recipe (see RECIPES), aligned with the items' index."""
     if not isinstance(items, pd.DataFrame):
-        raise TypeError(f"items must be a pandas DataFrame, got {type(items).__name__}")
+        raise DataTypeError(f"items must be a pandas DataFrame, got {type(items).__name__}")
     if recipe == "default":
         recipe = "title_year_genres" if {"title", "year", "genres"} <= set(items.columns) else "title"
     if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; choose 'default' or one of: "
-                         + "; ".join(f"{name} (e.g. {r.example!r})" for name, r in RECIPES.items()))
+        raise DataError(f"unknown recipe {recipe!r}; choose 'default' or one of: "
+                        + "; ".join(f"{name} (e.g. {r.example!r})" for name, r in RECIPES.items()))
     chosen = RECIPES[recipe]
     missing = [column for column in chosen.columns if column not in items.columns]
     if missing:
-        raise ValueError(f"recipe {recipe!r} needs column(s) {missing}; the items have {list(items.columns)}")
+        raise DataError(f"recipe {recipe!r} needs column(s) {missing}; the items have {list(items.columns)}")
     for column in chosen.columns:
         absent = items[column].isna().to_numpy()
         if column != "year" and absent.any():
-            raise ValueError(f"items column {column!r} is missing at position {int(absent.argmax())}; "
-                             f"fill it or drop that item")
+            raise DataError(f"items column {column!r} is missing at position {int(absent.argmax())}; "
+                            f"fill it or drop that item")
     values = zip(*(items[column].tolist() for column in chosen.columns))
     return pd.Series([chosen.write(*row) for row in values], index=items.index, name="text", dtype=str)

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from xscene_lib.data.validation import check_positive_int
+
 DEFAULT_TIMEOUT_S = 300  # longest wait of one collective operation (a validation pass runs inside one)
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -190,8 +192,7 @@ def collective_failure(error: BaseException, group: WorkerGroup) -> DistributedE
 def torchrun(arguments: Sequence[str], n_processes: int, *, timeout_s: float = 3_600,
              env: dict[str, str] | None = None) -> str:
     """Run `python -m torch.distributed.run --standalone --nproc-per-node N ARGUMENTS`; its output, or raise."""
-    if isinstance(n_processes, bool) or not isinstance(n_processes, int) or n_processes < 1:
-        raise DistributedError(f"the number of processes must be a positive integer, got {n_processes!r}")
+    check_positive_int("torchrun", "n_processes", n_processes)
     with tempfile.TemporaryDirectory(prefix="xscene-torchrun-") as logs:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n_processes}",
                    f"--log-dir={logs}", "--redirects=3", *arguments]  # each process's output in its own file

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm  # plain text bars: readable in terminals, notebooks and the built site
 
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import DataError, check_number, check_positive_int
 from xscene_lib.training.distributed import SINGLE, WorkerGroup, collective_failure, is_collective_failure
 from xscene_lib.data.store import write_atomically
 
@@ -78,7 +78,10 @@ def _train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Ite
            learning_rate: float, weight_decay: float, patience: int, seed: int, checkpoint_dir: str | Path | None,
            run_key: str, show_progress: bool, description: str, workers: WorkerGroup) -> TrainHistory:
     """The loop of `train_module`, on one process or on each process of `workers`."""
-    _check_settings(num_epochs, learning_rate, weight_decay, patience)
+    for name, value in (("num_epochs", num_epochs), ("patience", patience)):
+        check_positive_int(None, name, value)
+    check_number(None, "learning_rate", learning_rate, positive=True)
+    check_number(None, "weight_decay", weight_decay, positive=False)
     rng = seeded_generator(seed)
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
     history = TrainHistory()
@@ -135,17 +138,6 @@ def _validated(validate: Callable[[], float]) -> float:
     """The validation score, computed without gradients."""
     with torch.inference_mode():
         return float(validate())
-
-
-def _check_settings(num_epochs: int, learning_rate: float, weight_decay: float, patience: int) -> None:
-    """A clear error for settings training cannot run with."""
-    for name, value in (("num_epochs", num_epochs), ("patience", patience)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise DataError(f"{name} must be a positive integer, got {value!r}")
-    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
-        raise DataError(f"learning_rate must be a positive number, got {learning_rate!r}")
-    if not (isinstance(weight_decay, (int, float)) and 0 <= weight_decay < math.inf):
-        raise DataError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
 
 
 def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import xscene_lib.training.distributed as distributed
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import check_positive_int
 from xscene_lib.training.distributed import DistributedError
 from xscene_lib.text.encoder import TextEncoder
 from xscene_lib.text.cache import merge_parts, text_hash, write_part
@@ -32,8 +32,7 @@ def encode_in_shards(encoder: TextEncoder, texts: Sequence[str], n_shards: int, 
     The new texts are batched as one process would batch them (longest first); each process encodes a
     contiguous run of whole batches, so the merged cache holds the vectors a single process would write.
     """
-    if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
-        raise DataError(f"the number of shards must be a positive integer, got {n_shards!r}")
+    check_positive_int("encode_in_shards", "n_shards", n_shards)
     cache = encoder.vector_cache()
     distinct = {text_hash(text): text for text in texts}  # first-seen order, as encode() keeps it
     found, _ = cache.lookup(list(distinct))
