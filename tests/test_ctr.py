@@ -85,6 +85,19 @@ def test_bad_fractions_are_refused(fractions: object) -> None:
         click_through_split(_toy_dataset(), fractions=fractions)
 
 
+def test_a_bad_split_setting_is_named_in_the_message() -> None:
+    with pytest.raises(DataError, match=r"^click_through_split\(fractions\[1\]=\.\.\.\) must be a finite number >= 0, "
+                                        r"got -0.1; fractions must be three"):
+        click_through_split(_toy_dataset(), fractions=(0.9, -0.1, 0.2))
+    with pytest.raises(DataError, match=r"got \(0.5, 0.5, 0.1\), summing to 1.1$"):
+        click_through_split(_toy_dataset(), fractions=(0.5, 0.5, 0.1))
+    with pytest.raises(DataError, match=r"^click_through_split\(seed=\.\.\.\) must be an integer >= 0, got -1$"):
+        click_through_split(_toy_dataset(), seed=-1)
+    with pytest.raises(DataError, match=r"^click_through_split\(label_threshold=\.\.\.\) must be a finite number, "
+                                        r"got '3'; give a rating"):
+        click_through_split(_toy_dataset(), label_threshold="3")
+
+
 @pytest.mark.parametrize("threshold", [5, 0, "3", True, float("inf")])
 def test_a_threshold_leaving_one_class_or_no_number_is_refused(threshold: object) -> None:
     with pytest.raises(DataError, match="label_threshold"):
@@ -285,6 +298,15 @@ def test_joint_model_switches_and_item_vectors_are_checked(flips: dict, item_vec
 def test_bad_settings_are_refused(setting: dict, flips: dict) -> None:
     with pytest.raises(DataError, match=next(iter(setting))):
         STAR(**{**FAST, **setting}).fit(flips["train"])
+
+
+def test_a_bad_layer_width_or_dropout_is_named_in_the_message(flips: dict) -> None:
+    with pytest.raises(DataError, match=r"^STAR\(hidden\[1\]=\.\.\.\) must be a positive integer, got 0; "
+                                        r"hidden holds layer widths, e.g. \(128, 64\); got \(16, 0\)$"):
+        STAR(**{**FAST, "hidden": (16, 0)}).fit(flips["train"])
+    with pytest.raises(DataError, match=r"^SharedBottom\(dropout=\.\.\.\) must be a finite number >= 0 and < 1, "
+                                        r"got 1.0$"):
+        SharedBottom(**{**FAST, "dropout": 1.0}).fit(flips["train"])
 
 
 def test_the_checkpoint_key_follows_the_side_features_not_only_the_ids(tmp_path: Path) -> None:

@@ -136,6 +136,11 @@ def test_ranking_metrics_need_positive_integer_cut_offs(ks):
         ranking_metrics(RANKS, ks=ks)
 
 
+def test_ranking_metrics_name_the_bad_cut_off():
+    with raises(r"^ranking_metrics\(ks\[1\]=\.\.\.\) must be a positive integer, got -1; ks must be positive"):
+        ranking_metrics(RANKS, ks=(10, -1))
+
+
 def test_ranking_metrics_need_ranks_of_at_least_one():
     with raises("ranks must be numbers >= 1"):
         ranking_metrics(pd.DataFrame({"rank": [0.0]}))

@@ -122,8 +122,10 @@ def test_tuning_rejects_bad_grids_and_data():
         tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID, grid=(0.3,))
     with raises("grid must hold weights between 0 and 1"):
         tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID, grid=(0.0, 2.0))
-    with raises("k must be a positive integer"):
+    with raises(r"^tune_scenario_weights\(k=\.\.\.\) must be a positive integer, got 0$"):
         tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID, k=0)
+    with raises(r"^tune_scenario_weights\(seed=\.\.\.\) must be an integer >= 0, got -1$"):
+        tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID, seed=-1)
     with raises(r"valid lacks column\(s\) \['scenario'\]"):
         tune_scenario_weights(model, TUNING_TRAIN, TUNING_VALID.drop(columns="scenario"))
     with raises("already in its user's training history"):
@@ -152,5 +154,5 @@ def test_tuning_samples_the_grid_when_it_is_large_and_keeps_the_anchors():
     model = Popularity().fit(split.train)
     weights = tune_scenario_weights(model, split.train, split.valid, most_candidates=5)  # uniform + 4 corners
     assert sorted(weights.values()) in ([0.25] * 4, [0.0, 0.0, 0.0, 1.0])
-    with raises("most_candidates must be a positive integer"):
+    with raises(r"tune_scenario_weights\(most_candidates=\.\.\.\) must be a positive integer"):
         tune_scenario_weights(model, split.train, split.valid, most_candidates=0)

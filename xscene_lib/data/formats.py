@@ -34,6 +34,7 @@ ML1M_OCCUPATIONS = (
 )
 _YEAR_IN_TITLE = re.compile(r"^(.*)\((\d{4})\)(.*)$")
 _ATOMIC_UNKNOWN = {"unkonwn": "unknown"}  # the atomic ml-100k file spells the unknown movie so
+_ATOMIC_INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"  # the same in ml-100k and ml-1m
 
 
 class Tables(NamedTuple):
@@ -77,6 +78,12 @@ def _atomic(path: Path, header: str) -> pd.DataFrame:
         raise DataError(f"{path.name}: unexpected header {first[:120]!r} (expected {header!r})")
     names = [field.split(":")[0] for field in header.split("\t")]
     return delimited_table(body, names, path.name)
+
+
+def _atomic_set(folder: Path, name: str, item_header: str, user_header: str) -> tuple[pd.DataFrame, ...]:
+    """The files `name`.inter, `name`.item and `name`.user of an atomic set, in that order, as frames of strings."""
+    headers = {"inter": _ATOMIC_INTER_HEADER, "item": item_header, "user": user_header}
+    return tuple(_atomic(folder / f"{name}.{kind}", header) for kind, header in headers.items())
 
 
 def _zip_text(archive: zipfile.ZipFile, member: str) -> str:
@@ -183,12 +190,9 @@ def parse_ml100k_grouplens(folder: Path) -> Tables:
 
 def parse_ml100k_atomic(folder: Path) -> Tables:
     """Parse the atomic files ml-100k.{inter,item,user} (tab-separated, typed headers)."""
-    data = _atomic(folder / "ml-100k.inter",
-                   "user_id:token\titem_id:token\trating:float\ttimestamp:float")
-    movies = _atomic(folder / "ml-100k.item",
-                     "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq")
-    people = _atomic(folder / "ml-100k.user",
-                     "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token")
+    data, movies, people = _atomic_set(
+        folder, "ml-100k", item_header="item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq",
+        user_header="user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token")
     full_titles = [_ATOMIC_UNKNOWN.get(title, title) if year in _ATOMIC_UNKNOWN else f"{title} ({year})"
                    for title, year in zip(movies["movie_title"], movies["release_year"])]
     items = _movie_items(integer_column(movies["item_id"], "ml-100k.item ids"), full_titles,
@@ -220,12 +224,9 @@ def parse_ml1m_grouplens(folder: Path) -> Tables:
 
 def parse_ml1m_atomic(folder: Path) -> Tables:
     """Parse the atomic files ml-1m.{inter,item,user}; items are keyed by title, in movies.dat order."""
-    data = _atomic(folder / "ml-1m.inter",
-                   "user_id:token\titem_id:token\trating:float\ttimestamp:float")
-    movies = _atomic(folder / "ml-1m.item",
-                     "item_id:token\tmovie_title:token\trelease_year:float\tgenre:token")
-    people = _atomic(folder / "ml-1m.user",
-                     "user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token")
+    data, movies, people = _atomic_set(
+        folder, "ml-1m", item_header="item_id:token\tmovie_title:token\trelease_year:float\tgenre:token",
+        user_header="user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token")
     position = {title: i + 1 for i, title in enumerate(movies["item_id"])}
     if len(position) != len(movies):
         raise DataError("ml-1m.item: repeated title")

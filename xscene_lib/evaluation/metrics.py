@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_int, check_positive_int, require_columns
 from xscene_lib.evaluation.ranking import rank_among, tie_aware_ranks
 
 if TYPE_CHECKING:
@@ -48,8 +48,7 @@ def target_ranks(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, *,
     """
     _fail_if_lacking(test, "test", (*TARGET_COLUMNS, scenario_column))
     _fail_if_lacking(train, "train", TARGET_COLUMNS)
-    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("target_ranks", "batch_size", batch_size, hint="the users scored at once, e.g. 1024")
     users = model.user_index(test["user_id"].to_numpy())  # (n_rows,), -1 when unknown; fails if unfitted
     n_items = len(model.item_ids_)
     targets = pd.Index(model.item_ids_).get_indexer(test["item_id"].to_numpy())  # (n_rows,), -1 when unknown
@@ -138,9 +137,10 @@ def ranking_metrics(ranks: pd.DataFrame, ks: Sequence[int] = (10, 20)) -> pd.Dat
     if not isinstance(ranks, pd.DataFrame) or "rank" not in ranks.columns:
         raise DataError("ranking_metrics needs the DataFrame from target_ranks (with a 'rank' column)")
     cut_offs = [ks] if isinstance(ks, (int, np.integer)) else list(ks)
-    if not cut_offs or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k <= 0
-                           for k in cut_offs):
+    if not cut_offs:
         raise DataError(f"ks must be positive integers, e.g. (10, 20); got {ks!r}")
+    for position, k in enumerate(cut_offs):
+        check_positive_int("ranking_metrics", f"ks[{position}]", k, hint="ks must be positive integers, e.g. (10, 20)")
     rank = ranks["rank"].to_numpy(np.float64)
     if np.isnan(rank).any() or (rank < 1).any():
         raise DataError("ranks must be numbers >= 1 (1 = best); take them from target_ranks")
@@ -179,8 +179,7 @@ def item_coverage(recommendations: pd.DataFrame, n_items: int) -> float:
     """Share of the n_items catalogue items that appear in at least one recommendation list."""
     if not isinstance(recommendations, pd.DataFrame) or "item_id" not in recommendations.columns:
         raise DataError("item_coverage needs the DataFrame from recommend() (with an 'item_id' column)")
-    if isinstance(n_items, (bool, np.bool_)) or not isinstance(n_items, (int, np.integer)) or n_items <= 0:
-        raise DataError(f"n_items must be a positive integer (the catalogue size), got {n_items!r}")
+    check_positive_int("item_coverage", "n_items", n_items, hint="pass the catalogue size, e.g. len(model.item_ids_)")
     distinct = recommendations["item_id"].nunique()
     if distinct > n_items:
         raise DataError(f"the recommendations hold {distinct} distinct items, more than n_items={n_items}; "
@@ -201,8 +200,7 @@ def sampled_ranks(model: Recommender, train: pd.DataFrame, test: pd.DataFrame, *
     _fail_if_lacking(test, "test", (*TARGET_COLUMNS, scenario_column))
     _fail_if_lacking(train, "train", TARGET_COLUMNS)
     for name, value, least in (("n_negatives", n_negatives, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
-            raise DataError(f"{name} must be an integer >= {least}, got {value!r}")
+        check_int("sampled_ranks", name, value, minimum=least)
     users = model.user_index(test["user_id"].to_numpy())  # (n_rows,), -1 when unknown; fails if unfitted
     targets = pd.Index(model.item_ids_).get_indexer(test["item_id"].to_numpy())  # (n_rows,), -1 when unknown
     scenarios = test[scenario_column].astype("str").to_numpy()

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from xscene_lib.data.store import write_atomically
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import DataError, check_number
 
 GLUE_NAME = "key_numbers"
 EXACT, NOT_CHECKED, FLOAT_DEFAULT = "exact", "not checked", "abs 0.01"
+TOLERANCE_FORMS = "a tolerance is 'exact', 'abs X', 'rel X' (X >= 0) or None (not checked)"
 KEY_NUMBERS_FILE = "key_numbers.json"
 
 
@@ -55,13 +56,15 @@ def parse_tolerance(tolerance: str | None) -> tuple[str, float]:
     if tolerance == EXACT:
         return EXACT, 0.0
     kind, _, bound = str(tolerance).partition(" ")
+    if kind not in ("abs", "rel"):
+        raise DataError(f"{TOLERANCE_FORMS}, got {tolerance!r}")
+    value: float | str
     try:
         value = float(bound)
     except ValueError:
-        value = -1.0
-    if kind not in ("abs", "rel") or not (math.isfinite(value) and value >= 0):
-        raise DataError(f"a tolerance is 'exact', 'abs X', 'rel X' (X >= 0) or None (not checked), got {tolerance!r}")
-    return kind, value
+        value = bound  # not a number: check_number says so, showing the text
+    check_number(None, f"X of tolerance {tolerance!r}", value, minimum=0, hint=TOLERANCE_FORMS)
+    return kind, float(value)
 
 
 class _Json(str):
@@ -124,7 +127,7 @@ def _differences(path: str, recorded: object, new: object, kind: str, bound: flo
     if isinstance(recorded, list) and isinstance(new, list) and len(recorded) == len(new):
         return [line for index, (r, n) in enumerate(zip(recorded, new))
                 for line in _differences(f"{path}[{index}]", r, n, kind, bound)]
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (recorded, new))
+    numbers = all(type(v) in (int, float) for v in (recorded, new))  # JSON values: a flag's type is bool, not int
     if numbers and kind != EXACT:
         allowed = bound if kind == "abs" else bound * abs(recorded)
         same = abs(new - recorded) <= allowed or (math.isnan(recorded) and math.isnan(new))

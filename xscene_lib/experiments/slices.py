@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from xscene_lib.data.dataset import Dataset, Split
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import DataError, check_choice, check_int
 
 COLD_MAX = 5  # a test item (user) with at most this many training interactions in its scenario is "cold"
 
@@ -32,8 +32,7 @@ def training_counts(split: Split, by: str = "item") -> np.ndarray:
     """For each test row, the training interactions of its item (or user) in its scenario. shape: (n_test,)."""
     if not isinstance(split, Split):
         raise DataError(f"training_counts needs a Split (from Dataset.split()), got {type(split).__name__}")
-    if by not in ("item", "user"):
-        raise DataError(f"training_counts(by={by!r}) is not supported; use by='item' or by='user'")
+    check_choice("training_counts", "by", by, ("item", "user"))
     key = f"{by}_id"
     counts = split.train.astype({"scenario": str}).groupby([key, "scenario"]).size()
     rows = pd.MultiIndex.from_frame(split.test[[key, "scenario"]].astype({"scenario": str}))
@@ -45,8 +44,6 @@ def cold_flags(split: Split, max_train_interactions: int = COLD_MAX) -> pd.DataF
 
     shape: (n_test, 2), columns cold_item and cold_user (bool), index that of split.test.
     """
-    value = max_train_interactions
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise DataError(f"cold_flags(max_train_interactions=...) must be an integer >= 0, got {value!r}")
+    check_int("cold_flags", "max_train_interactions", max_train_interactions, minimum=0)
     return pd.DataFrame({f"cold_{by}": training_counts(split, by) <= max_train_interactions
                          for by in ("item", "user")}, index=split.test.index)

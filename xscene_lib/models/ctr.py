@@ -170,12 +170,10 @@ class ClickModel:
         if not isinstance(hidden, (tuple, list)) or not hidden:
             raise DataError(f"{owner}(hidden=...) must be a non-empty sequence of layer widths, e.g. (128, 64); "
                             f"got {hidden!r}")
-        if not all(isinstance(h, (int, np.integer)) and not isinstance(h, (bool, np.bool_)) and h > 0 for h in hidden):
-            raise DataError(f"{owner}(hidden=...) must hold positive integer layer widths, e.g. (128, 64); "
-                            f"got {hidden!r}")
-        check_number(owner, "dropout", self.dropout, positive=False)
-        if self.dropout >= 1:
-            raise DataError(f"{owner}(dropout=...) must be a number in [0, 1), got {self.dropout!r}")
+        for position, width in enumerate(hidden):
+            check_positive_int(owner, f"hidden[{position}]", width,
+                               hint=f"hidden holds layer widths, e.g. (128, 64); got {hidden!r}")
+        check_number(owner, "dropout", self.dropout, minimum=0, below=1)
         check_flag(owner, "show_progress", self.show_progress)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:

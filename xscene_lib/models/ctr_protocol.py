@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
 from xscene_lib.data.dataset import Dataset, Split
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import DataError, check_int, check_number
 
 USER_FEATURES = ("gender", "occupation")  # one category per user
 ITEM_FEATURES = ("genres",)  # several categories per item, "|"-separated
@@ -37,8 +37,7 @@ def click_through_split(dataset: Dataset, *, label_threshold: float = 3, fractio
         raise DataError(f"click_through_split needs a Dataset (e.g. datasets.load('ml-1m')), "
                         f"got {type(dataset).__name__}")
     shares = _checked_fractions(fractions)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise DataError(f"seed must be an integer, got {seed!r}")
+    check_int("click_through_split", "seed", seed, minimum=0)
     frame = _with_features(dataset)
     frame["label"] = _labels(frame["rating"], label_threshold)
     frame["scenario"] = pd.Categorical(frame["scenario"].astype("str"), categories=dataset.scenarios, ordered=True)
@@ -53,11 +52,13 @@ def click_through_split(dataset: Dataset, *, label_threshold: float = 3, fractio
 def _checked_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     """Three finite, non-negative shares summing to one, the training share positive."""
     values = tuple(fractions) if isinstance(fractions, (tuple, list)) else ()
-    numbers = len(values) == 3 and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
-                                       for v in values)
-    if not numbers or not all(math.isfinite(v) and v >= 0 for v in values) or not math.isclose(sum(values), 1.0):
-        raise DataError(f"fractions must be three non-negative numbers (train, valid, test) summing to 1, "
-                        f"e.g. (0.8, 0.1, 0.1); got {fractions!r}")
+    wanted = "fractions must be three non-negative numbers (train, valid, test) summing to 1, e.g. (0.8, 0.1, 0.1)"
+    if len(values) != 3:
+        raise DataError(f"{wanted}; got {fractions!r}")
+    for position, value in enumerate(values):
+        check_number("click_through_split", f"fractions[{position}]", value, minimum=0, hint=wanted)
+    if not math.isclose(sum(values), 1.0):
+        raise DataError(f"{wanted}; got {fractions!r}, summing to {sum(values):g}")
     if values[0] <= 0:
         raise DataError(f"fractions {fractions!r} leave nothing to train on; give train a positive share")
     return values
@@ -65,9 +66,8 @@ def _checked_fractions(fractions: Sequence[float]) -> tuple[float, float, float]
 
 def _labels(ratings: pd.Series, threshold: float) -> pd.Series:
     """1 where the rating is above the threshold, else 0; a clear error if that leaves one class only."""
-    number = isinstance(threshold, (int, float, np.number)) and not isinstance(threshold, bool)
-    if not number or not math.isfinite(threshold):
-        raise DataError(f"label_threshold must be a finite number, got {threshold!r}")
+    check_number("click_through_split", "label_threshold", threshold,
+                 hint="give a rating, e.g. 3 (4 and 5 stars are clicks)")
     labels = (ratings > threshold).astype("int8")
     if labels.nunique() < 2:
         raise DataError(f"label_threshold={threshold} makes every label {int(labels.iloc[0])} (ratings range "

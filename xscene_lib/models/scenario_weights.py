@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from xscene_lib.data.validation import DataError, require_columns
+from xscene_lib.data.validation import DataError, check_int, check_positive_int, require_columns
 from xscene_lib.evaluation.metrics import ranking_metrics
 from xscene_lib.evaluation.ranking import tie_aware_ranks
 from xscene_lib.models.base import TRAIN_COLUMNS, USER_CHUNK, Recommender
@@ -127,8 +127,8 @@ def tune_scenario_weights(model: Recommender, train: pd.DataFrame, valid: pd.Dat
     """
     model._check_fitted()
     for name, value in (("k", k), ("most_candidates", most_candidates)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise DataError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int("tune_scenario_weights", name, value)
+    check_int("tune_scenario_weights", "seed", seed, minimum=0)
     for what, frame in (("train", train), ("valid", valid)):
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"{what} must be a DataFrame with columns {list(TRAIN_COLUMNS)}")
