@@ -93,8 +93,11 @@ def test_another_encoder_gets_its_own_results_folder(tmp_path: Path) -> None:
     ({"models": ["star"]}, "unknown top-k model"),  # a click-through model
     ({"models": []}, "non-empty list"),
     ({"models": "popularity"}, "non-empty list"),
-    ({"seeds": 0}, "seeds"),
-    ({"seeds": [-1]}, "seeds"),
+    ({"seeds": 0}, r"^run_experiment\(seeds=\.\.\.\) must be a positive integer, got 0; seeds is a count"),
+    ({"seeds": 2.0}, r"run_experiment\(seeds=\.\.\.\) must be a positive integer, got 2.0"),
+    ({"seeds": [-1]}, r"^run_experiment\(seeds\[0\]=\.\.\.\) must be an integer >= 0, got -1"),
+    ({"seeds": [0, True]}, r"run_experiment\(seeds\[1\]=\.\.\.\) must be an integer >= 0, got True"),
+    ({"seeds": []}, r"run_experiment\(seeds=\[\]\) runs nothing"),
 ])
 def test_bad_arguments_are_refused(arguments: dict, message: str, tmp_path: Path) -> None:
     settings = {"models": ["popularity"], "seeds": 1} | arguments
@@ -284,8 +287,10 @@ def test_cold_flags_count_training_rows_of_the_item_and_user_in_the_scenario() -
     flags = cold_flags(split, max_train_interactions=1)
     assert flags["cold_item"].tolist() == [False, True, True] and flags["cold_user"].tolist() == [False, True, True]
     assert cold_flags(split).all().all()  # COLD_MAX = 5: all of these are cold
-    with pytest.raises(DataError, match="by='item'"):
+    with pytest.raises(DataError, match=r"^training_counts\(by='items'\) is unknown; by must be one of 'item', 'user'"):
         training_counts(split, "items")
+    with pytest.raises(DataError, match=r"^cold_flags\(max_train_interactions=\.\.\.\) must be an integer >= 0"):
+        cold_flags(split, max_train_interactions=-1)
 
 
 def test_domain_candidates_only_when_scenarios_are_item_domains() -> None:

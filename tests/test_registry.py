@@ -15,7 +15,7 @@ from xscene_lib.models.ctr import ClickModel
 
 # the runner's models and their order before the registry: the default runs must not change
 TOP_K = ["popularity", "itemknn", "bpr", "single-scenario", "text-zero-shot", "article", "joint", "joint-no-text",
-         "joint-no-id", "joint-no-adaptation"]
+         "joint-no-id", "joint-no-adaptation", "sasrec", "seq-joint", "seq-joint-no-text"]
 CLICK_THROUGH = ["shared-bottom", "star", "joint-ctr", "joint-ctr-no-text"]
 
 
@@ -26,7 +26,7 @@ def test_names_and_their_order_are_those_of_the_book() -> None:
 
 def test_the_filters_select_by_text_need_and_training() -> None:
     assert model_names("top-k", needs_text=True) == ["text-zero-shot", "article", "joint", "joint-no-id",
-                                                     "joint-no-adaptation"]
+                                                     "joint-no-adaptation", "seq-joint"]
     assert model_names("click-through", needs_text=True) == ["joint-ctr"]
     assert model_names(trainable=False) == ["popularity", "itemknn", "text-zero-shot"]
     with pytest.raises(DataError, match="protocol='ranking' is unknown"):

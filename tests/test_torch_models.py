@@ -19,6 +19,7 @@ from xscene_lib.models import BPRMF, SingleScenario
 from xscene_lib.data import DataError
 from xscene_lib.models import JointModel
 from xscene_lib.models import NotFittedError, Recommender
+from xscene_lib.models import SequentialModel
 from xscene_lib.data import SyntheticTruth
 from xscene_lib.data.synthetic import synthetic
 from xscene_lib.training.loop import BEST, LAST
@@ -39,8 +40,12 @@ MODELS: dict[str, Callable[[], Recommender]] = {
     "joint-bpr-loss": lambda: JointModel(dim=8, loss="bpr", **QUICK),
     "joint-no-text": lambda: JointModel(dim=8, use_text=False, **QUICK),
     "joint-no-id": lambda: JointModel(dim=8, use_id=False, **QUICK),
+    "sasrec": lambda: SequentialModel(dim=8, max_length=10, use_text=False, adaptation=None, **QUICK),
+    "seq-joint": lambda: SequentialModel(dim=8, max_length=10, use_text=True, **QUICK),
+    "seq-joint-no-text": lambda: SequentialModel(dim=8, max_length=10, use_text=False, **QUICK),
+    "seq-joint-sampled": lambda: SequentialModel(dim=8, max_length=10, use_text=True, loss="sampled", **QUICK),
 }
-SCENARIO_AGNOSTIC = {"bpr", "article", "joint-no-adaptation"}
+SCENARIO_AGNOSTIC = {"bpr", "article", "joint-no-adaptation", "sasrec"}
 
 
 @pytest.fixture(scope="module", autouse=True)

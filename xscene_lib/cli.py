@@ -70,6 +70,22 @@ def _run(args: argparse.Namespace) -> None:
     print(f"results and manifest in {args.output}/")
 
 
+def _tune(args: argparse.Namespace) -> None:
+    """Search one model's settings on validation NDCG@10; print the best and where the config was written."""
+    from xscene_lib.experiments.frames import read_frames
+    from xscene_lib.experiments.tuning import tune
+
+    dataset = read_frames(args.frames) if args.frames is not None else args.dataset
+    result = tune(dataset, args.scenarios, args.model, args.trials, seed=args.seed, storage_dir=args.storage,
+                  config_dir=args.configs, smoke=args.smoke, encoder=args.encoder, data_dir=args.data_dir,
+                  sources=_sources(args))
+    print(f"{result.model}: best validation ndcg@10 {result.best_value:.4f} after {len(result.trials)} trial(s) "
+          f"({result.new_trials} new)")
+    for name, value in result.settings.items():
+        print(f"  {name} = {value}")
+    print(f"settings written to {result.config_path}; study in {result.storage}")
+
+
 def _models(args: argparse.Namespace) -> None:
     """Print the registered models: name, protocol, whether they read text and train, and what they are."""
     from xscene_lib.experiments.registry import MODEL_SPECS
@@ -123,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--data-dir", type=Path, default=None, help="where raw/ and cache/ live")
         sub.add_argument("--offline", action="store_true", help="skip the origin URL when fetching data")
 
+    def add_source(sub: argparse.ArgumentParser) -> None:
+        source = sub.add_mutually_exclusive_group()
+        source.add_argument("--dataset", default="ml-100k", help=f"dataset name ({names}; default: ml-100k)")
+        source.add_argument("--frames", metavar="DIR", type=Path, default=None,
+                            help="your own data: DIR/interactions.parquet (user_id, item_id, scenario, timestamp"
+                            "[, rating]), DIR/items.parquet (item_id, text) and optionally DIR/users.parquet; "
+                            "results are named after DIR")
+        sub.add_argument("--scenarios", metavar="VIEW", default=None,
+                         help="scenario view (default: the dataset's first)")
+
     fetch = commands.add_parser("fetch", help="download, verify and cache a dataset",
                                 description="Fetch a dataset: local data dir, then each folder in "
                                 "$XSCENE_MIRROR, then the origin URL, then the offline fallback.")
@@ -143,13 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "item texts, fit each model for each seed, rank every test item against all items, "
                               "and write a results table (Parquet and CSV) and a manifest. An interrupted run "
                               "resumes from the finished (model, seed) pairs.")
-    source = run.add_mutually_exclusive_group()
-    source.add_argument("--dataset", default="ml-100k", help=f"dataset name ({names}; default: ml-100k)")
-    source.add_argument("--frames", metavar="DIR", type=Path, default=None,
-                        help="your own data: DIR/interactions.parquet (user_id, item_id, scenario, timestamp"
-                        "[, rating]), DIR/items.parquet (item_id, text) and optionally DIR/users.parquet; "
-                        "results are named after DIR")
-    run.add_argument("--scenarios", metavar="VIEW", default=None, help="scenario view (default: the dataset's first)")
+    add_source(run)
     run.add_argument("--protocol", choices=("top-k", "click-through"), default="top-k",
                      help="top-k: full ranking of each user's held-out item (default); click-through: AUC and "
                      "log loss of rating > 3 on a random 80/10/10 split (use with --dataset ml-1m)")
@@ -162,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, default=Path("results"), help="output folder (default: results/)")
     add_encoder_and_data(run)
     run.set_defaults(run=_run)
+
+    tune = commands.add_parser("tune", help="search a model's settings on validation NDCG@10 and save the best",
+                               description="Search one trained model's settings with Optuna (seeded TPE, median "
+                               "pruning) on the validation rows only: fit on train, stop early and score on valid. "
+                               "The study is stored in SQLite, so an interrupted search resumes; the best settings "
+                               "go to configs/<dataset>-<view>.toml, which `xscene run` then uses.")
+    add_source(tune)
+    tune.add_argument("--model", required=True, metavar="MODEL", help="the trained top-k model to tune, e.g. joint")
+    tune.add_argument("--trials", type=int, required=True, metavar="N",
+                      help="trials of the search in all, counting those of an interrupted earlier search")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default: 0)")
+    tune.add_argument("--smoke", action="store_true",
+                      help="a quick check: 300 users, one epoch per trial; writes <dataset>-<view>-smoke.toml")
+    tune.add_argument("--storage", type=Path, default=Path("results") / "tuning",
+                      help="folder of the studies' SQLite files (default: results/tuning/)")
+    tune.add_argument("--configs", type=Path, default=None,
+                      help="folder of the config files (default: $XSCENE_CONFIGS, else the checkout's configs/)")
+    add_encoder_and_data(tune)
+    tune.set_defaults(run=_tune)
 
     models = commands.add_parser("models", help="list the models `xscene run` knows",
                                  description="Print every registered model: name, protocol, whether it reads item "

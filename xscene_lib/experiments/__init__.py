@@ -1,29 +1,104 @@
 """Experiments: the runner behind `xscene run`, provenance of results, the claims ledger, and the book's
 checks (the article's code, its derivations, cost and capacity, the scaling demo). The top of the
-library below `xscene_lib.book` and `xscene_lib.cli`."""
-from xscene_lib.experiments.article_code import (Finding, ListingError, ListingModel, audit, error_of, findings_table,
-                                                 parameter_counts, reproduced, run_as_printed, shapes, summary, tokens)
-from xscene_lib.experiments.capacity import (Sweep, dimension_sweep, encoding_seconds, overfitting_summary,
-                                             scoring_seconds_per_user, sweep_name, trainable_parameters)
-from xscene_lib.experiments.derivations import (affine_cosine_gradients, affine_cosine_scores, article_init,
-                                                bpr_gradients, bpr_loss, check_gradients, cosine, cosine_gradient,
-                                                cosine_spread_by_bias, in_batch_logits, in_batch_softmax_gradient,
-                                                in_batch_softmax_loss, in_batch_vector_gradients, joint_scores_by_hand,
-                                                output_scale, radial_gradient, scale_invariance)
-from xscene_lib.experiments.frames import frames_digest, read_frames
-from xscene_lib.experiments.ledger import Claim, pick, seed_range, verdict
-from xscene_lib.experiments.provenance import PeakMemory, dataset_files, package_versions
-from xscene_lib.experiments.registry import ModelSpec, model_names, model_spec, model_specs, register_model
-from xscene_lib.experiments.runner import Results, compare, run_click_through, run_experiment
-from xscene_lib.experiments.slices import COLD_MAX, cold_flags, domain_candidates, training_counts
+library below `xscene_lib.book` and `xscene_lib.cli`.
 
-__all__ = ['COLD_MAX', 'Claim', 'Finding', 'ListingError', 'ListingModel', 'ModelSpec', 'PeakMemory', 'Results',
-           'Sweep', 'affine_cosine_gradients', 'affine_cosine_scores', 'article_init', 'audit', 'bpr_gradients',
-           'bpr_loss', 'check_gradients', 'cold_flags', 'compare', 'cosine', 'cosine_gradient',
-           'cosine_spread_by_bias', 'dataset_files', 'dimension_sweep', 'domain_candidates', 'encoding_seconds',
-           'error_of', 'findings_table', 'frames_digest', 'in_batch_logits', 'in_batch_softmax_gradient',
-           'in_batch_softmax_loss', 'in_batch_vector_gradients', 'joint_scores_by_hand', 'model_names', 'model_spec',
-           'model_specs', 'output_scale', 'overfitting_summary', 'package_versions', 'parameter_counts', 'pick',
-           'radial_gradient', 'read_frames', 'register_model', 'reproduced', 'run_as_printed', 'run_click_through',
-           'run_experiment', 'scale_invariance', 'scoring_seconds_per_user', 'seed_range', 'shapes', 'summary',
-           'sweep_name', 'tokens', 'trainable_parameters', 'training_counts', 'verdict']
+Names are imported from their modules when first used, so importing one module of this package (the book
+build imports `key_numbers`, the command line `registry`) does not load torch and every model.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # article_code
+    "audit": "article_code",
+    "error_of": "article_code",
+    "Finding": "article_code",
+    "findings_table": "article_code",
+    "ListingError": "article_code",
+    "ListingModel": "article_code",
+    "parameter_counts": "article_code",
+    "reproduced": "article_code",
+    "run_as_printed": "article_code",
+    "shapes": "article_code",
+    "summary": "article_code",
+    "tokens": "article_code",
+    # capacity
+    "dimension_sweep": "capacity",
+    "encoding_seconds": "capacity",
+    "overfitting_summary": "capacity",
+    "scoring_seconds_per_user": "capacity",
+    "Sweep": "capacity",
+    "sweep_name": "capacity",
+    "trainable_parameters": "capacity",
+    # configs
+    "config_path": "configs",
+    "read_config": "configs",
+    "write_config": "configs",
+    # derivations
+    "affine_cosine_gradients": "derivations",
+    "affine_cosine_scores": "derivations",
+    "article_init": "derivations",
+    "bpr_gradients": "derivations",
+    "bpr_loss": "derivations",
+    "check_gradients": "derivations",
+    "cosine": "derivations",
+    "cosine_gradient": "derivations",
+    "cosine_spread_by_bias": "derivations",
+    "in_batch_logits": "derivations",
+    "in_batch_softmax_gradient": "derivations",
+    "in_batch_softmax_loss": "derivations",
+    "in_batch_vector_gradients": "derivations",
+    "joint_scores_by_hand": "derivations",
+    "output_scale": "derivations",
+    "radial_gradient": "derivations",
+    "scale_invariance": "derivations",
+    # frames
+    "frames_digest": "frames",
+    "read_frames": "frames",
+    # ledger
+    "Claim": "ledger",
+    "pick": "ledger",
+    "seed_range": "ledger",
+    "verdict": "ledger",
+    # provenance
+    "dataset_files": "provenance",
+    "package_versions": "provenance",
+    "PeakMemory": "provenance",
+    # registry
+    "model_names": "registry",
+    "model_spec": "registry",
+    "model_specs": "registry",
+    "ModelSpec": "registry",
+    "register_model": "registry",
+    # runner
+    "compare": "runner",
+    "Results": "runner",
+    "run_click_through": "runner",
+    "run_experiment": "runner",
+    # slices
+    "cold_flags": "slices",
+    "COLD_MAX": "slices",
+    "domain_candidates": "slices",
+    "training_counts": "slices",
+    # tuning
+    "tunable_models": "tuning",
+    "tune": "tuning",
+    "TuningResult": "tuning",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """The exported name from its module, imported on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -3,6 +3,7 @@
     model_names(protocol="top-k")                    # the top-k models, in the book's order
     model_names(needs_text=True)                     # those that read item text vectors
     model_spec("joint").factory(seed=0, smoke=True)  # an unfitted JointModel, one epoch
+    model_spec("joint").build(0, False, {"dim": 128})  # the same with settings of your own (e.g. tuned ones)
 
 Each factory returns an unfitted estimator; smoke mode trains for one epoch. The model classes are imported
 when a factory is first called, so listing names (the command line's --help) does not load torch.
@@ -12,7 +13,8 @@ when a factory is first called, so listing names (the command line's --help) doe
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from xscene_lib.data.validation import DataError
 
 PROTOCOLS = ("top-k", "click-through")
 Factory = Callable[[int, bool], Any]  # (seed, smoke) -> an unfitted model
+_RUN_ARGUMENTS = ("seed", "show_progress", "checkpoint_dir", "distributed")  # how a model runs, never settings
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,27 @@ class ModelSpec:
             raise DataError(f"ModelSpec(name={self.name!r}) must be a non-empty string")
         if not callable(self.factory):
             raise DataError(f"ModelSpec(factory=...) of {self.name!r} must be callable as factory(seed, smoke)")
+
+    def build(self, seed: int, smoke: bool, settings: Mapping[str, Any] | None = None) -> Any:
+        """An unfitted model from the factory with `settings` (constructor arguments) replacing its defaults.
+
+        Smoke mode's one epoch wins over a num_epochs in settings; a name the constructor lacks is a DataError.
+        """
+        model = self.factory(seed, smoke)
+        if settings is None:
+            return model
+        if not isinstance(settings, Mapping):
+            raise DataError(f"settings of model {self.name!r} must be a mapping of constructor arguments to "
+                            f"values, got {type(settings).__name__}")
+        accepted = [name for name in inspect.signature(type(model)).parameters if name not in _RUN_ARGUMENTS]
+        unknown = sorted(set(settings) - set(accepted))
+        if unknown:
+            raise DataError(f"settings {unknown} are not arguments of model {self.name!r} "
+                            f"({type(model).__name__}); choose from {accepted}")
+        for name, value in settings.items():
+            if not (smoke and name == "num_epochs"):
+                setattr(model, name, value)  # the constructor only stores its arguments
+        return model
 
 
 def _factory(module: str, cls: str, *, trained: bool = True, **settings: Any) -> Factory:
@@ -73,6 +97,13 @@ _SPECS = (
               True, "top-k", True),
     ModelSpec("joint-no-adaptation", _factory("joint", "JointModel", adaptation=None),
               "the joint model without scenario adaptation", True, "top-k", True),
+    ModelSpec("sasrec", _factory("sequential", "SequentialModel", use_text=False, adaptation=None),
+              "SASRec: causal self-attention over each user's history in time order, ids only", False, "top-k", True),
+    ModelSpec("seq-joint", _factory("sequential", "SequentialModel", use_text=True),
+              "the sequential joint model: SASRec with ids + whitened text experts (UniSRec), FiLM to the scenario",
+              True, "top-k", True),
+    ModelSpec("seq-joint-no-text", _factory("sequential", "SequentialModel", use_text=False),
+              "the sequential joint model without text (ids, FiLM to the scenario)", False, "top-k", True),
     ModelSpec("shared-bottom", _factory("ctr", "SharedBottom"), "shared bottom MLP, one tower per scenario",
               False, "click-through", True),
     ModelSpec("star", _factory("ctr", "STAR"), "STAR: star topology with partitioned normalisation",

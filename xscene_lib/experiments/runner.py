@@ -37,8 +37,9 @@ from xscene_lib.data import loading as datasets
 from xscene_lib.data import store
 from xscene_lib.models.ctr_protocol import click_through_split
 from xscene_lib.data.dataset import Dataset, Split
-from xscene_lib.data.validation import DataError
+from xscene_lib.data.validation import DataError, check_int, check_positive_int
 from xscene_lib.evaluation.metrics import ranking_metrics, sampled_ranks, summarise, target_ranks
+from xscene_lib.experiments.configs import config_path, read_config_file
 from xscene_lib.experiments.frames import frames_digest
 from xscene_lib.experiments.provenance import PeakMemory, dataset_files, package_versions
 from xscene_lib.experiments.registry import ModelSpec, model_names, model_specs
@@ -69,15 +70,19 @@ def run_experiment(dataset: str | Dataset = "ml-100k", scenarios: str | None = N
                    models: Sequence[str] | None = None, seeds: int | Sequence[int] = 1, *,
                    smoke: bool = False, per_scenario: bool = False, encoder: str = DEFAULT_MODEL,
                    output_dir: str | Path = "results", data_dir: str | Path | None = None,
-                   sources: Sequence[str] = datasets.SOURCES, show_progress: bool = True) -> Results:
+                   sources: Sequence[str] = datasets.SOURCES, show_progress: bool = True,
+                   config: bool | str | Path = True) -> Results:
     """Fit and evaluate top-k models on one dataset (a registered name or a Dataset) over several seeds.
 
     models=None runs every top-k model of the registry (`registry.model_names("top-k")`). The split is the
     temporal leave-last-out per user, or per user and scenario with per_scenario=True (its own results folder).
+    config=True builds each model that configs/<dataset>-<view>.toml lists with its tuned settings (`xscene tune`),
+    the others with their defaults; a path names another config file; False uses every model's defaults.
     """
     specs = model_specs(model_names("top-k") if models is None else models, "top-k")
-    seed_list = _checked_seeds(seeds)
+    seed_list = _checked_seeds(seeds, "run_experiment")
     data = _dataset(dataset, scenarios, data_dir, sources, show_progress)
+    tuned_from, tuned = _tuned_settings(config, data)
     split = data.split(per_scenario=per_scenario)
     split = split.first_test_users(SMOKE_USERS) if smoke else split
     vectors = _item_vectors(data, encoder, data_dir) if any(spec.needs_text for spec in specs) else None
@@ -89,16 +94,19 @@ def run_experiment(dataset: str | Dataset = "ml-100k", scenarios: str | None = N
     bar = tqdm(pairs, desc=f"{data.name}/{data.view}", disable=not show_progress, unit="run")
     for spec, seed in bar:
         bar.set_postfix(model=spec.name, seed=seed)
-        if store.tables_problem(runs / f"{spec.name}-seed{seed}", ("per_row", "summary")) is None:
-            continue  # finished in an earlier, interrupted run
-        per_row, summary = _run_one(spec, seed, smoke, data, split, vectors)
+        settings = tuned.get(spec.name)
+        if store.tables_problem(runs / f"{spec.name}-seed{seed}", ("per_row", "summary")) is None \
+                and _run_settings(runs / f"{spec.name}-seed{seed}") == settings:
+            continue  # finished with these settings in an earlier, interrupted run
+        per_row, summary = _run_one(spec, seed, smoke, data, split, vectors, settings)
         store.write_tables(runs / f"{spec.name}-seed{seed}", {"per_row": per_row, "summary": summary},
-                           model=spec.name, seed=seed)
+                           model=spec.name, seed=seed, settings=settings)
     finished = [store.read_tables(runs / f"{spec.name}-seed{seed}", ("per_row", "summary")) for spec, seed in pairs]
     per_row = pd.concat([rows for rows, _ in finished], ignore_index=True)
     table = pd.concat([summary for _, summary in finished], ignore_index=True)
     _write_outputs(folder, _every_finished_run(runs), data, isinstance(dataset, str), smoke, encoder,
-                   time.perf_counter() - started, data_dir, per_scenario=per_scenario)
+                   time.perf_counter() - started, data_dir, per_scenario=per_scenario,
+                   config=None if tuned_from is None else str(tuned_from), model_settings=_settings_of_runs(runs))
     return Results(table, per_row, folder)
 
 
@@ -112,7 +120,7 @@ def run_click_through(dataset: str | Dataset = "ml-1m", scenarios: str | None = 
     `dataset` is a registered name or a Dataset with ratings; models=None runs every click-through model.
     """
     specs = model_specs(model_names("click-through") if models is None else models, "click-through")
-    seed_list = _checked_seeds(seeds)
+    seed_list = _checked_seeds(seeds, "run_click_through")
     data = _dataset(dataset, scenarios, data_dir, sources, show_progress)
     vectors = _item_vectors(data, encoder, data_dir) if any(spec.needs_text for spec in specs) else None
     folder_name = f"{data.name}-{data.view}-click-through{_encoder_tag(encoder)}{'-smoke' if smoke else ''}"
@@ -145,11 +153,17 @@ def run_click_through(dataset: str | Dataset = "ml-1m", scenarios: str | None = 
     return table
 
 
-def _checked_seeds(seeds: int | Sequence[int]) -> list[int]:
+def _checked_seeds(seeds: int | Sequence[int], owner: str) -> list[int]:
     """Seeds as a list: a count n means 0..n-1."""
-    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else list(seeds)
-    if not seed_list or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seed_list):
-        raise DataError(f"seeds must be a positive count or a list of non-negative integers, got {seeds!r}")
+    hint = "seeds is a count n (seeds 0..n-1) or a non-empty list of non-negative integers"
+    if isinstance(seeds, str) or not isinstance(seeds, (Sequence, np.ndarray)):  # a count
+        check_positive_int(owner, "seeds", seeds, hint=hint)
+        return list(range(seeds))
+    seed_list = list(seeds)
+    if not seed_list:
+        raise DataError(f"{owner}(seeds={seeds!r}) runs nothing; {hint}")
+    for position, seed in enumerate(seed_list):
+        check_int(owner, f"seeds[{position}]", seed, minimum=0, hint=hint)
     return seed_list
 
 
@@ -167,6 +181,36 @@ def _dataset(dataset: str | Dataset, scenarios: str | None, data_dir: str | Path
     return datasets.load(dataset, scenarios, data_dir=data_dir, sources=sources, verbose=verbose)
 
 
+def _tuned_settings(config: bool | str | Path, data: Dataset) -> tuple[Path | None, dict[str, dict]]:
+    """The config file used (None: defaults only) and its settings per model name."""
+    if config is False:
+        return None, {}
+    if config is True:
+        path = config_path(data.name, data.view)
+        if not path.is_file():
+            return None, {}
+    elif isinstance(config, (str, Path)):
+        path = Path(config)
+    else:
+        raise DataError(f"run_experiment(config={config!r}) must be True (the dataset's tuned config when there is "
+                        f"one), False (every model's defaults) or the path of a config file")
+    return path, {model: table["settings"] for model, table in read_config_file(path).items()}
+
+
+def _run_settings(folder: Path) -> dict | None:
+    """The settings a stored (model, seed) run was built with (None: the model's defaults)."""
+    try:
+        return json.loads((folder / store.MANIFEST).read_text(encoding="utf-8")).get("settings")
+    except (OSError, ValueError):
+        return None
+
+
+def _settings_of_runs(runs: Path) -> dict[str, dict | None]:
+    """Model name -> the settings of its verified runs in a folder (None: defaults), for the manifest."""
+    folders = sorted(p for p in runs.iterdir() if p.is_dir() and store.tables_problem(p, ("summary",)) is None)
+    return {json.loads((p / store.MANIFEST).read_text(encoding="utf-8"))["model"]: _run_settings(p) for p in folders}
+
+
 def _item_vectors(data: Dataset, encoder: str, data_dir: str | Path | None) -> pd.DataFrame:
     """The encoder's vector of every item's text, indexed by item_id (read from the text cache when there)."""
     cache = (Path(data_dir) if data_dir is not None else datasets.default_data_dir()) / "cache" / "text"
@@ -175,9 +219,9 @@ def _item_vectors(data: Dataset, encoder: str, data_dir: str | Path | None) -> p
 
 
 def _run_one(spec: ModelSpec, seed: int, smoke: bool, data: Dataset, split: Split,
-             vectors: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fit one model with one seed and evaluate it on the test rows: per-row and summary tables."""
-    model = spec.factory(seed, smoke)
+             vectors: pd.DataFrame | None, settings: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit one model with one seed (and settings, else its defaults) and evaluate it on the test rows."""
+    model = spec.build(seed, smoke, settings)
     with PeakMemory() as memory:
         started = time.perf_counter()
         model.fit(split.train, vectors if spec.needs_text else None, items=data.items["item_id"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,7 @@ import torch
 
 from xscene_lib.evaluation import metrics
 from xscene_lib.training.distributed import SINGLE, WorkerGroup, setup
+from xscene_lib.data.validation import DataError
 from xscene_lib.models.base import Recommender
 
 VALIDATION_ROWS = 2_000  # validation interactions sampled for early stopping
@@ -78,8 +79,11 @@ def triples(users: np.ndarray, items: np.ndarray, n_items: int, batch_size: int
     return epoch
 
 
-def run_key(model: Recommender, *arrays: np.ndarray | None) -> str:
-    """A hash of the model's settings and its training data, naming one run in a checkpoint folder."""
+def run_key(model: object, *arrays: np.ndarray | None) -> str:
+    """A hash of the model's settings and its training data, naming one run in a checkpoint folder.
+
+    `model` is any estimator whose settings are its public attributes: a Recommender or a click-through model.
+    """
     settings = {name: repr(value) for name, value in sorted(vars(model).items())
                 if not name.startswith("_") and not name.endswith("_")
                 and name not in ("checkpoint_dir", "show_progress", "distributed")}
@@ -106,3 +110,18 @@ def scores_in_chunks(users: Callable[[torch.Tensor], torch.Tensor], items: torch
         chunks = [users(torch.as_tensor(user_index[start:start + SCORE_CHUNK])) @ items.T
                   for start in range(0, len(user_index), SCORE_CHUNK)]
         return torch.cat(chunks).numpy() if chunks else np.zeros((0, items.shape[0]), np.float32)
+
+
+def text_switch(model: Recommender, item_vectors: pd.DataFrame | None, items: Sequence[int] | None
+                ) -> tuple[pd.DataFrame | None, Sequence[int] | None]:
+    """The (item_vectors, items) that fit passes on for a model with a `use_text` switch.
+
+    With use_text=True the vectors are required; with use_text=False they are dropped, their items kept as the
+    candidates, so a no-text twin ranks the same catalogue as its text model.
+    """
+    if model.use_text and item_vectors is None:
+        raise DataError(f"{type(model).__name__}(use_text=True) needs item_vectors: a DataFrame indexed by "
+                        f"item_id, e.g. TextEncoder().encode_items(dataset.items); or set use_text=False for ids only")
+    if not model.use_text and item_vectors is not None:
+        return None, item_vectors.index if items is None else items
+    return item_vectors, items

@@ -39,8 +39,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from xscene_lib.models.fitting import (history_means, run_key, scores_in_chunks, seen_keys, uniform_negatives,
-                                  validation_ndcg, worker_group)
+from xscene_lib.models.fitting import (history_means, run_key, scores_in_chunks, seen_keys, text_switch,
+                                       uniform_negatives, validation_ndcg, worker_group)
 from xscene_lib.training.loop import seeded_generator, train_module
 from xscene_lib.models.two_tower import TwoTowerRecommender
 from xscene_lib.data.validation import DataError, check_choice, check_flag, check_number, check_positive_int
@@ -161,13 +161,7 @@ class JointModel(TwoTowerRecommender):
             items: Sequence[int] | None = None, valid: pd.DataFrame | None = None) -> JointModel:
         """Learn from the training interactions of all scenarios together (vectors set the candidates)."""
         self._check_params()
-        if self.use_text and item_vectors is None:
-            raise DataError(f"{type(self).__name__}(use_text=True) needs item_vectors: a DataFrame indexed by "
-                            f"item_id, e.g. pd.DataFrame(TextEncoder().encode(item_texts(items)), "
-                            f"index=items.item_id); or set use_text=False for ids only")
-        if not self.use_text and item_vectors is not None:
-            items = item_vectors.index if items is None else items  # the same candidates as with text
-            item_vectors = None
+        item_vectors, items = text_switch(self, item_vectors, items)
         return super().fit(train, item_vectors, items=items, valid=valid)
 
     def _check_params(self) -> None:

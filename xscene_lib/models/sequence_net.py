@@ -1,0 +1,124 @@
+"""The torch side of the sequential model: a frozen text vector's adaptor (whitening, then a mixture of experts,
+as in UniSRec) and a causal self-attention encoder over item sequences (SASRec) adapted to the next scenario.
+
+Sequences are (B, L) arrays of item index + 1, left-padded with PAD, so the latest item is always in the last
+column and the positional embedding counts from the end of the history.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PAD = 0  # the padding entry of an input sequence; item i is stored as i + 1
+ID_INIT_STD = 0.1
+N_EXPERTS = 4
+WHITENING_TOLERANCE = 1e-6  # components whose spread is below this share of the largest are dropped
+
+
+def whitened(text: np.ndarray, dim: int) -> np.ndarray:
+    """Text vectors centred and PCA-whitened to at most `dim` unit-variance components.
+
+    shape: (n_items, d_text) -> (n_items, k), k <= min(dim, d_text); k = 1 (zeros) when the vectors do not vary.
+    """
+    values = np.asarray(text, dtype=np.float64)
+    centred = values - values.mean(axis=0)
+    _, singular, right = np.linalg.svd(centred, full_matrices=False)
+    spread = singular / np.sqrt(max(len(values) - 1, 1))  # each component's standard deviation
+    keep = int(min(dim, np.sum(spread > WHITENING_TOLERANCE * max(spread.max(initial=0.0), 1e-12))))
+    if keep == 0:
+        return np.zeros((len(values), 1), np.float32)
+    return (centred @ right[:keep].T / spread[:keep]).astype(np.float32)
+
+
+class TextAdaptor(torch.nn.Module):
+    """u_i = sum_e g_e(w_i) (w_i A_e + b_e), g = softmax(w_i G + c), over the whitened text vectors w_i."""
+
+    def __init__(self, whitened_text: np.ndarray, dim: int, n_experts: int = N_EXPERTS) -> None:
+        super().__init__()
+        k = whitened_text.shape[1]
+        self.register_buffer("text", torch.tensor(whitened_text), persistent=False)  # (n_items, k), frozen
+        self.experts = torch.nn.Parameter(torch.randn(n_experts, k, dim) / np.sqrt(k))  # A_e: (E, k, dim)
+        self.expert_bias = torch.nn.Parameter(torch.zeros(n_experts, dim))  # b_e: (E, dim)
+        self.gate = torch.nn.Linear(k, n_experts)  # G, c
+
+    def forward(self) -> torch.Tensor:
+        """Every item's text part. shape: (n_items, dim)."""
+        gate = torch.softmax(self.gate(self.text), dim=-1)  # (n_items, E)
+        every = torch.einsum("nk,ekd->ned", self.text, self.experts) + self.expert_bias  # (n_items, E, dim)
+        return (gate[:, :, None] * every).sum(dim=1)
+
+
+class SequenceNet(torch.nn.Module):
+    """Item table v_i = m_i e_i + u_i and a causal encoder of item sequences with scenario embedding and FiLM."""
+
+    def __init__(self, n_items: int, n_scenarios: int, dim: int, num_layers: int, num_heads: int, max_length: int,
+                 dropout: float, adaptation: str | None, use_id: bool, whitened_text: np.ndarray | None,
+                 known_items: np.ndarray) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.item_id = None
+        if use_id:
+            self.item_id = torch.nn.Embedding(n_items, dim)  # e_i
+            torch.nn.init.normal_(self.item_id.weight, std=ID_INIT_STD)
+        self.register_buffer("known", torch.as_tensor(known_items, dtype=torch.float32)[:, None],
+                             persistent=False)  # (n_items, 1): m_i, 1 if the item is in training
+        self.text = None if whitened_text is None else TextAdaptor(whitened_text, dim)
+        self.position = torch.nn.Embedding(max_length, dim)  # (L, dim), column L - 1 = the latest item
+        torch.nn.init.normal_(self.position.weight, std=ID_INIT_STD)
+        self.scenario = self.gamma = self.beta = None
+        if adaptation == "film":
+            self.scenario = torch.nn.Embedding(n_scenarios, dim)  # c_s, added at every position
+            torch.nn.init.zeros_(self.scenario.weight)
+            self.gamma = torch.nn.Parameter(torch.ones(n_scenarios, dim))  # (S, dim)
+            self.beta = torch.nn.Parameter(torch.zeros(n_scenarios, dim))  # (S, dim)
+        layer = torch.nn.TransformerEncoderLayer(dim, num_heads, dim_feedforward=dim, dropout=dropout,
+                                                 batch_first=True, norm_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, num_layers, norm=torch.nn.LayerNorm(dim),
+                                                   enable_nested_tensor=False)
+        self.input_dropout = torch.nn.Dropout(dropout)
+
+    def parts(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The items' id parts m_i e_i and text parts u_i (None where absent). shape: (n_items, dim) each."""
+        ids = None if self.item_id is None else self.item_id.weight * self.known
+        return ids, None if self.text is None else self.text()
+
+    def items(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The item table v_i; id_keep (n_items, 1) zeroes some items' id parts. shape: (n_items, dim)."""
+        ids, text = self.parts()
+        if ids is not None and id_keep is not None:
+            ids = ids * id_keep
+        return torch.stack([part for part in (ids, text) if part is not None]).sum(dim=0)
+
+    def encode(self, sequence: torch.Tensor, scenarios: torch.Tensor,
+               id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's output at every position; id_keep (B, L) zeroes the id part of some occurrences.
+
+        shape: sequence (B, L) of item index + 1 (PAD before the history), scenarios (B, L) -> (B, L, dim).
+        """
+        ids, text = self.parts()
+        x = 0.0
+        for part, keep in ((ids, id_keep), (text, None)):
+            if part is not None:
+                embedded = F.embedding(sequence, F.pad(part, (0, 0, 1, 0)))  # (B, L, dim), row 0 = PAD = zeros
+                x = x + (embedded if keep is None else embedded * keep[:, :, None])
+        if self.scenario is not None:
+            x = x + self.scenario(scenarios)
+        real = sequence != PAD  # (B, L)
+        x = self.input_dropout((x + self.position.weight[None]) * real[:, :, None])
+        length = sequence.shape[1]
+        future = torch.ones(length, length, dtype=torch.bool).triu(diagonal=1)  # (L, L), True = not attended
+        blocked = future[None] | ~real[:, None, :]  # (B, L, L): no future and no padding ...
+        blocked = blocked & ~torch.eye(length, dtype=torch.bool)[None]  # ... but always itself, so no row is empty
+        return self.encoder(x, mask=blocked.repeat_interleave(self.num_heads, dim=0))  # mask: (B * heads, L, L)
+
+    def adapt(self, hidden: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        """FiLM to the scenario of the next interaction, gamma_s * h + beta_s (identity without adaptation).
+
+        shape: hidden (..., dim), scenario (...) -> (..., dim).
+        """
+        if self.gamma is None:
+            return hidden
+        # F.embedding, not self.gamma[scenario]: its gradient sums rows in a fixed order, so runs repeat exactly
+        return F.embedding(scenario, self.gamma) * hidden + F.embedding(scenario, self.beta)

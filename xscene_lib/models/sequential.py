@@ -1,0 +1,291 @@
+"""The sequential model: next-item prediction from each user's chronological history across all scenarios
+(SASRec; with text, UniSRec's adaptor), adapted to the scenario of the next interaction.
+
+    item i:           v_i = m_i e_i + u_i                          m_i = 1 if i is in training, else 0
+    text adaptor:     w_i = (x_i - mean_j x_j) U Lambda^(-1/2)     PCA whitening of the frozen text x_i to <= dim
+                      u_i = sum_e g_e(w_i) (w_i A_e + b_e)          g = softmax(w_i G + c): 4 experts and a gate
+    position t:       z_t = v_{i_t} + p_{L-t} + c_{s_t}             s_t: the scenario of the t-th interaction
+    user u:           h   = Transformer_causal(z_1..z_n)[n]          the output at the latest interaction
+                      h_s = gamma_s * h + beta_s                      FiLM to the scenario s of the next one
+    score_s(u, i) = h_s . v_i
+
+The article's item tower is f(x) = Embed(x) W + b with score cos(f(x_u), f(x_i)). The adaptor generalises it:
+one expert (E = 1, g = 1) and no whitening give u_i = x_i A + b = f(x_i); whitening only re-expresses x_i in
+decorrelated unit-variance coordinates before that map; several experts let different regions of the text space
+use different maps. The user side is no longer a mean of f over the history but an order-aware encoder of the
+v's, and the cosine becomes the plain dot product (cosine is the case of unit-length h_s and v_i).
+
+Parts: use_id (e_i), use_text (u_i; needs item_vectors), adaptation="film" (c_s and gamma_s, beta_s; None gives
+plain SASRec, the same scores in every scenario). Items never seen in training have no id part (m_i = 0): with
+text they are scored from u_i alone, so cold items can be recommended; without text their vector is zero and so
+is their score.
+
+Cold items and ID dropout: a warm item's e_i can fit its training interactions on its own, and u_i then learns
+little, so a cold item (text only) would be scored by a text part that was never made to carry the item. With
+probability `id_dropout` an occurrence of an item (an input position, or a whole item of the softmax table for
+one batch) loses its id part during training, so the text part alone must predict and be predicted: the
+training sees exactly the situation of a cold item. Dropout is used rather than a frequency gate because it
+adds no parameters and needs no choice of how to scale by frequency; it applies only with both text and ids.
+
+Training: for every training interaction but each user's first, predict the item from the interactions before
+it, at every position at once (causal attention), with cross-entropy over the items seen in training (items
+never seen cannot be a target, and keeping them out of the softmax keeps their text vectors from being pushed
+down); loss="sampled" draws SAMPLED_NEGATIVES items per batch from the items' training frequencies q and
+subtracts log q from every logit (logQ correction), for large catalogues. A history longer than max_length is
+cut into windows of max_length transitions, counted from its end (the oldest window left-padded; a window sees
+no context from before its start). Each epoch trains on one window per user, drawn at random, so an epoch costs
+at most n_users * max_length positions whatever the lengths of the histories, and over the epochs every
+transition is trained on; the (n_windows, max_length) index arrays are built once, before training.
+
+History when scoring: while fitting (early stopping on validation NDCG@10), each user's training rows; after
+fit, the training rows plus the `valid` rows given to fit, so the test item is predicted from everything before
+it (the protocol). Rows are ordered by timestamp (when both frames have one), ties by row order, training rows
+before validation rows; only the last max_length are read. Validation rows of unknown users, items outside the
+candidates or scenarios not in training are left out of the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from xscene_lib.data.validation import DataError, check_choice, check_flag, check_int, check_number, check_positive_int
+from xscene_lib.models.fitting import SCORE_CHUNK, run_key, scores_in_chunks, text_switch, validation_ndcg
+from xscene_lib.models.sequence_net import PAD, SequenceNet, whitened
+from xscene_lib.models.two_tower import TwoTowerRecommender
+from xscene_lib.training.loop import seeded_generator, train_module
+
+ADAPTATIONS = ("film", None)
+LOSSES = ("softmax", "sampled")
+SAMPLED_NEGATIVES = 512  # items drawn per batch for loss="sampled" (all training items when there are fewer)
+
+
+class SequentialModel(TwoTowerRecommender):
+    """SASRec over all scenarios' interactions in time order, adapted to the next scenario; optional text (UniSRec).
+
+    A user is scored from their history: the training rows while fitting, the training plus `valid` rows after.
+    """
+
+    def __init__(self, dim: int = 64, num_layers: int = 2, num_heads: int = 2, max_length: int = 50,
+                 dropout: float = 0.2, use_text: bool = False, use_id: bool = True, adaptation: str | None = "film",
+                 id_dropout: float = 0.2, loss: str = "softmax", num_epochs: int = 200, learning_rate: float = 1e-3,
+                 weight_decay: float = 0.0, batch_size: int = 128, patience: int = 10, seed: int = 0,
+                 checkpoint_dir: str | Path | None = None, show_progress: bool = True) -> None:
+        self.dim = dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.max_length = max_length
+        self.dropout = dropout
+        self.use_text = use_text
+        self.use_id = use_id
+        self.adaptation = adaptation
+        self.id_dropout = id_dropout
+        self.loss = loss
+        self.num_epochs = num_epochs
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.patience = patience
+        self.seed = seed
+        self.checkpoint_dir = checkpoint_dir
+        self.show_progress = show_progress
+
+    @property
+    def needs_item_vectors(self) -> bool:
+        """Whether fit needs item vectors: yes when text is used."""
+        return bool(self.use_text)
+
+    def fit(self, train: pd.DataFrame, item_vectors: pd.DataFrame | None = None, *,
+            items: Sequence[int] | None = None, valid: pd.DataFrame | None = None) -> SequentialModel:
+        """Learn next-item prediction from the training interactions (with a `timestamp` column to order them)."""
+        self._check_params()
+        item_vectors, items = text_switch(self, item_vectors, items)
+        return super().fit(train, item_vectors, items=items, valid=valid)
+
+    def _check_params(self) -> None:
+        owner = type(self).__name__
+        for name in ("dim", "num_layers", "num_heads", "max_length", "num_epochs", "batch_size", "patience"):
+            check_positive_int(owner, name, getattr(self, name))
+        if self.dim % self.num_heads:
+            raise DataError(f"{owner}(dim={self.dim}, num_heads={self.num_heads}): dim must be a multiple of "
+                            f"num_heads; change one of them")
+        for name in ("dropout", "id_dropout"):
+            check_number(owner, name, getattr(self, name), minimum=0, below=1)
+        check_number(owner, "learning_rate", self.learning_rate, positive=True)
+        check_number(owner, "weight_decay", self.weight_decay, positive=False)
+        check_int(owner, "seed", self.seed, minimum=0)
+        for name in ("use_text", "use_id", "show_progress"):
+            check_flag(owner, name, getattr(self, name))
+        if not (self.use_text or self.use_id):
+            raise DataError(f"{owner}(use_text=False, use_id=False) has nothing to represent items with; "
+                            f"switch on at least one of them")
+        check_choice(owner, "adaptation", self.adaptation, ADAPTATIONS)
+        check_choice(owner, "loss", self.loss, LOSSES)
+
+    def _fit(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, train: pd.DataFrame,
+             item_vectors: np.ndarray | None) -> None:
+        length = self.max_length
+        order = _chronological(users, _timestamps(train))
+        *windows, owner = _windows(users[order], items[order], scenarios[order], length)
+        inputs, input_scenarios, targets, target_scenarios = map(torch.as_tensor, windows)  # (R, L); targets -1: none
+        first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])  # (n,): each user's first window
+        n_windows = np.diff(np.r_[first, len(owner)])  # (n,): and their number
+        self.recent_items_, self.recent_scenarios_ = _recent(users[order], items[order], scenarios[order],
+                                                             len(self.user_ids_), length)  # (n_users, L) each
+        counts = self.popularity_.sum(axis=0)  # (n_items,) training interactions
+        known = counts > 0
+        known_index = torch.as_tensor(np.flatnonzero(known))  # (n_known,): the items the softmax ranks
+        softmax_column = torch.as_tensor(np.cumsum(known) - 1)  # (n_items,): an item's column among them
+        seeded_generator(self.seed)  # the initial weights
+        text = None if item_vectors is None else whitened(item_vectors, self.dim)
+        net = SequenceNet(len(self.item_ids_), len(self.scenarios_), self.dim, self.num_layers, self.num_heads,
+                          length, float(self.dropout), self.adaptation, self.use_id, text, known)
+        self.module_ = net
+        drop_ids = float(self.id_dropout) if (self.use_id and self.use_text) else 0.0
+        frequency = counts / counts.sum()  # (n_items,) q_i, 0 for items never in training
+        log_q = torch.as_tensor(np.log(np.where(known, frequency, 1.0)), dtype=torch.float32)  # (n_items,), 0: unused
+        n_sampled = min(SAMPLED_NEGATIVES, int(known.sum()))
+
+        def batches(rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+            order = rng.permutation(first + (rng.random(len(first)) * n_windows).astype(np.int64))  # a window a user
+            for start in range(0, len(order), self.batch_size):
+                rows = torch.as_tensor(order[start:start + self.batch_size])
+                if self.loss == "sampled":
+                    yield rows, torch.as_tensor(rng.choice(len(frequency), size=n_sampled, p=frequency))
+                else:
+                    yield (rows,)
+
+        def loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            rows = batch[0]
+            sequence = inputs[rows]  # (B, L)
+            keep = id_keep = None
+            if drop_ids > 0:
+                keep = (torch.rand(sequence.shape) >= drop_ids).float()  # (B, L): per occurrence
+                id_keep = (torch.rand(len(known), 1) >= drop_ids).float()  # (n_items, 1): per item, this batch
+            output = net.encode(sequence, input_scenarios[rows], keep)  # (B, L, dim)
+            target = targets[rows]  # (B, L)
+            present = target >= 0
+            hidden = net.adapt(output[present], target_scenarios[rows][present])  # (N, dim)
+            wanted = target[present]  # (N,)
+            table = net.items(id_keep)  # (n_items, dim)
+            if self.loss == "sampled":
+                sampled = batch[1]  # (K,)
+                positive = (hidden * F.embedding(wanted, table)).sum(dim=1, keepdim=True) - log_q[wanted, None]
+                negative = hidden @ F.embedding(sampled, table).T - log_q[sampled][None]  # (N, K)
+                negative = negative.masked_fill(sampled[None] == wanted[:, None], -torch.inf)  # accidental hits
+                logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K), the positive first
+                return F.cross_entropy(logits, torch.zeros_like(wanted))
+            logits = hidden @ F.embedding(known_index, table).T  # (N, n_known)
+            return F.cross_entropy(logits, softmax_column[wanted])
+
+        validate = validation_ndcg(self, train, self._validation, seed=self.seed)
+        self.history_ = train_module(
+            net, batches, loss, validate=validate, num_epochs=self.num_epochs, learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay, patience=self.patience, seed=self.seed, checkpoint_dir=self.checkpoint_dir,
+            run_key=run_key(self, inputs.numpy(), input_scenarios.numpy(), targets.numpy(), target_scenarios.numpy(),
+                            item_vectors),
+            show_progress=self.show_progress, description="sequential model")
+        if self._validation is not None:
+            self._extend_history(users, items, scenarios, train)
+
+    def _extend_history(self, users: np.ndarray, items: np.ndarray, scenarios: np.ndarray,
+                        train: pd.DataFrame) -> None:
+        """Each user's recent history from the training rows followed by the usable validation rows."""
+        valid = self._validation
+        more = (pd.Index(self.user_ids_).get_indexer(valid["user_id"]),
+                pd.Index(self.item_ids_).get_indexer(valid["item_id"]),
+                pd.Index(self.scenarios_).get_indexer(valid["scenario"].astype("str")))
+        usable = (more[0] >= 0) & (more[1] >= 0) & (more[2] >= 0)
+        times = (_timestamps(train), _timestamps(valid))
+        stamps = None if times[0] is None or times[1] is None else np.concatenate([times[0], times[1][usable]])
+        both = [np.concatenate([mine, theirs[usable]]) for mine, theirs in zip((users, items, scenarios), more)]
+        order = _chronological(both[0], stamps)  # training rows first on equal times
+        self.recent_items_, self.recent_scenarios_ = _recent(*(part[order] for part in both), len(self.user_ids_),
+                                                             self.max_length)
+
+    def _score(self, user_index: np.ndarray, scenario_index: int) -> np.ndarray:
+        """h_s . v_i for every item in one scenario. shape: (n_users, n_items)."""
+        items = torch.from_numpy(self.item_vectors())  # (n_items, dim)
+
+        def users(user: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(self.user_vectors(user.numpy(), scenario_index))  # (B, dim)
+
+        return scores_in_chunks(users, items, user_index)
+
+    def item_vectors(self) -> np.ndarray:
+        """The item side of the score, v_i (the softmax's item table). shape: (n_items, dim)."""
+        self._check_fitted()
+        with torch.inference_mode():
+            return self.module_.items().numpy()
+
+    def user_vectors(self, user_index: np.ndarray, scenario_index: int) -> np.ndarray:
+        """h_s: the encoder's output at each user's latest interaction, adapted to the scenario.
+
+        shape: (len(user_index), dim).
+        """
+        self._check_fitted()
+        user_index = np.asarray(user_index, dtype=np.int64).reshape(-1)
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(user_index), SCORE_CHUNK):
+                user = torch.as_tensor(user_index[start:start + SCORE_CHUNK])
+                sequence = torch.as_tensor(self.recent_items_)[user]  # (B, L)
+                output = self.module_.encode(sequence, torch.as_tensor(self.recent_scenarios_)[user])[:, -1]
+                chunks.append(self.module_.adapt(output, torch.full_like(user, scenario_index)).numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+
+def _timestamps(frame: pd.DataFrame) -> np.ndarray | None:
+    """The frame's timestamps as int64, or None without a timestamp column. shape: (n_rows,)."""
+    return frame["timestamp"].to_numpy(np.int64) if "timestamp" in frame.columns else None
+
+
+def _chronological(users: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray:
+    """The order of rows by user, then timestamp (if given), then row order. shape: (n_rows,)."""
+    rows = np.arange(len(users))
+    return np.lexsort((rows, users) if timestamps is None else (rows, timestamps, users))
+
+
+def _positions(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's position from its user's first row, and its user's number of rows (rows grouped by user)."""
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    sizes = np.diff(np.r_[starts, len(users)])
+    return np.arange(len(users)) - np.repeat(starts, sizes), np.repeat(sizes, sizes)
+
+
+def _windows(users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, length: int) -> tuple[np.ndarray, ...]:
+    """Training windows: input items (index + 1, PAD before), their scenarios, target items (-1: none), the
+    targets' scenarios, each (n_windows, length), and the user of each window (n_windows,), a user's windows
+    together and latest first; from rows grouped by user in time order."""
+    position, size = _positions(users)
+    target = np.flatnonzero(position >= 1)  # rows predicted from the row before them
+    from_end = (size - 1 - position)[target]  # 0 for a user's latest transition
+    window, column = from_end // length, length - 1 - from_end % length
+    _, row = np.unique(users[target].astype(np.int64) * (int(window.max(initial=0)) + 1) + window,
+                       return_inverse=True)
+    shape = (int(row.max(initial=-1)) + 1, length)
+    inputs, input_scenarios = np.full(shape, PAD, np.int64), np.zeros(shape, np.int64)
+    targets, target_scenarios = np.full(shape, -1, np.int64), np.zeros(shape, np.int64)
+    inputs[row, column], input_scenarios[row, column] = items[target - 1] + 1, scenarios[target - 1]
+    targets[row, column], target_scenarios[row, column] = items[target], scenarios[target]
+    owner = np.zeros(shape[0], np.int64)
+    owner[row] = users[target]
+    return inputs, input_scenarios, targets, target_scenarios, owner
+
+
+def _recent(users: np.ndarray, items: np.ndarray, scenarios: np.ndarray, n_users: int,
+            length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's last `length` items (index + 1, PAD before) and their scenarios, from rows grouped by user in
+    time order. shape: (n_users, length) each."""
+    position, size = _positions(users)
+    from_end = size - 1 - position
+    last = from_end < length
+    sequence, scenario = np.full((n_users, length), PAD, np.int64), np.zeros((n_users, length), np.int64)
+    sequence[users[last], length - 1 - from_end[last]] = items[last] + 1
+    scenario[users[last], length - 1 - from_end[last]] = scenarios[last]
+    return sequence, scenario
