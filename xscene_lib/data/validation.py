@@ -87,6 +87,36 @@ def check_choice(owner: str | None, name: str, value: object, choices: Sequence[
         raise DataError(f"{shown} is unknown; {name} must be one of {', '.join(map(repr, choices))}{advice}")
 
 
+def checked_ids(owner: str | None, name: str, values: object, *, hint: str = "") -> np.ndarray:
+    """`values` as int64 ids (one integer is one id); a DataError naming the first value that is not an integer.
+
+    Whole floats (an int column with a gap reads as float) pass; strings, bools, NaN and nesting do not.
+    shape: (n,).
+    """
+    label = f"{owner}({name}=...)" if owner else name
+    if isinstance(values, (str, bytes, dict)) or values is None:
+        _fail(owner, name, values, "a list of integer ids", hint or ("" if values is None or isinstance(values, dict)
+                                                                     else "convert ids to integers: [int(id)]"))
+    try:
+        array = np.asarray(values)
+    except ValueError:  # ragged nesting
+        _fail(owner, name, values, "a flat list of integer ids", hint)
+    if array.ndim > 1:
+        _fail(owner, name, values, f"a flat list of integer ids, not an array of shape {array.shape}", hint)
+    flat = array.reshape(-1)
+    in_range = flat.dtype.kind in "iuf" and bool((np.abs(flat.astype(np.float64)) < 2.0**63).all())
+    if flat.dtype.kind in "iu" and in_range or flat.dtype.kind == "f" and in_range and (flat == np.round(flat)).all():
+        return flat.astype(np.int64)  # the common case, without a look at each value
+    for position, value in enumerate(np.asarray(values, dtype=object).reshape(-1).tolist()):  # as given, not cast
+        whole = isinstance(value, numbers.Real) and not _is_flag(value) and math.isfinite(value) \
+            and float(value).is_integer()
+        if not (_is_int(value) or whole) or not -2**63 <= int(value) < 2**63:
+            what = "an integer outside the int64 range" if _is_int(value) else "not an integer id"
+            advice = f"; {hint}" if hint else "; pass integer ids (e.g. drop missing ones, then astype('int64'))"
+            raise DataError(f"{label} holds {_shown(value)} at position {position}, {what}{advice}")
+    return flat.astype(np.int64)
+
+
 def _is_flag(value: object) -> bool:
     return isinstance(value, (bool, np.bool_))
 

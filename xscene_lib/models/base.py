@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from xscene_lib.data.validation import DataError, check_positive_int, require_columns
+from xscene_lib.data.validation import (DataError, check_choice, check_number, check_positive_int, checked_ids,
+                                        require_columns)
 
 if TYPE_CHECKING:
     from xscene_lib.models.retrieval import ItemIndex
@@ -99,9 +100,9 @@ class Recommender:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(train) first")
 
     def user_index(self, users: Sequence[int]) -> np.ndarray:
-        """Indices of raw user ids; -1 for users the model has not seen in training."""
+        """Indices of raw user ids (a list of integers, or one); -1 for users the model has not seen in training."""
         self._check_fitted()
-        return pd.Index(self.user_ids_).get_indexer(np.asarray(users, dtype=np.int64).reshape(-1))
+        return pd.Index(self.user_ids_).get_indexer(checked_ids(f"{type(self).__name__}.user_index", "users", users))
 
     def scenario_index(self, scenario: str) -> int:
         """Index of a scenario seen in training; a clear error otherwise."""
@@ -115,9 +116,11 @@ class Recommender:
 
         shape: ``(len(users), len(item_ids_))``, columns in the order of `item_ids_`.
         """
-        index = self.user_index(users)
+        self._check_fitted()
+        raw = checked_ids(f"{type(self).__name__}.score", "users", users)
+        index = pd.Index(self.user_ids_).get_indexer(raw)
         if (index < 0).any():
-            unknown = np.asarray(users).reshape(-1)[index < 0]
+            unknown = raw[index < 0]
             raise DataError(f"{len(unknown)} user(s) were not in the training data, e.g. {unknown[0]}; "
                             f"score() needs known users, recommend() falls back to popularity for others")
         return np.asarray(self._score(index, self.scenario_index(scenario)), dtype=np.float32)
@@ -139,7 +142,7 @@ class Recommender:
                             f"served from an index; call recommend() without index (two-tower models such as "
                             f"BPRMF and JointModel can)")
         check_positive_int(None, "k", k)
-        raw = np.asarray(users, dtype=np.int64).reshape(-1)
+        raw = checked_ids(f"{type(self).__name__}.recommend", "users", users)
         index = self.user_index(raw)
         weights = self.user_scenario_weights(index, scenario_weights)  # (B, n_scenarios)
         k = min(k, len(self.item_ids_))
@@ -158,7 +161,7 @@ class Recommender:
         `from_<scenario>` contributions; users not in training get the scenarios' popularity.
         """
         self._check_fitted()
-        raw = np.asarray(users, dtype=np.int64).reshape(-1)
+        raw = checked_ids(f"{type(self).__name__}.blended_scores", "users", users)
         index = self.user_index(raw)
         return self._contributions(index, self.user_scenario_weights(index, scenario_weights)).sum(axis=0)
 
@@ -197,21 +200,29 @@ class Recommender:
                               ) -> np.ndarray:
         """Per-user scenario weights, each row non-negative and summing to one. shape: (B, n_scenarios)."""
         n = len(self.scenarios_)
-        if scenario_weights is None or scenario_weights == "history":
+        named = scenario_weights if isinstance(scenario_weights, str) else None  # no == on arrays and frames
+        if named is not None:
+            check_choice(None, "scenario_weights", named, ("history", "uniform"),
+                         hint="or pass None (history) or a mapping scenario -> weight")
+        if scenario_weights is None or named == "history":
             uniform = np.full(n, 1.0 / n)
             return np.where((index >= 0)[:, None], self.scenario_share_[np.maximum(index, 0)], uniform)
-        if scenario_weights == "uniform":
+        if named == "uniform":
             return np.full((len(index), n), 1.0 / n)
         if not isinstance(scenario_weights, Mapping):
             raise DataError(f"scenario_weights must be None, 'history', 'uniform' or a mapping scenario -> weight, "
-                            f"got {scenario_weights!r}")
-        unknown = sorted(set(scenario_weights) - set(self.scenarios_))
+                            f"got {type(scenario_weights).__name__} {scenario_weights!r:.120}")
+        unknown = sorted(map(repr, set(scenario_weights) - set(self.scenarios_)))
         if unknown:
-            raise DataError(f"scenario_weights names unknown scenario(s) {unknown}; known: {self.scenarios_}")
+            raise DataError(f"scenario_weights names unknown scenario(s) {', '.join(unknown)}; "
+                            f"known: {self.scenarios_}")
+        for name, weight in scenario_weights.items():
+            check_number(None, f"scenario_weights[{name!r}]", weight, minimum=0,
+                         hint="weights must be finite, non-negative and not all zero")
         fixed = np.array([float(scenario_weights.get(name, 0.0)) for name in self.scenarios_])
-        if not np.isfinite(fixed).all() or (fixed < 0).any() or fixed.sum() <= 0:
-            raise DataError(f"scenario_weights must be finite, non-negative and not all zero, "
-                            f"got {dict(scenario_weights)}")
+        if fixed.sum() <= 0:
+            raise DataError(f"scenario_weights must be finite, non-negative and not all zero, got "
+                            f"{dict(scenario_weights)}; give at least one scenario a positive weight")
         return np.tile(fixed / fixed.sum(), (len(index), 1))
 
 

@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from xscene_lib.data.validation import DataError, check_choice, check_positive_int
+from xscene_lib.data.validation import DataError, check_choice, check_positive_int, checked_ids
 from xscene_lib.models.base import USER_CHUNK, NotFittedError, Recommender
 from xscene_lib.models.two_tower import TwoTowerRecommender
 
@@ -175,7 +175,7 @@ def retrieve(model: Recommender, users: Sequence[int], index: ItemIndex, k: int 
         raise DataError(f"the index holds {index.n_items_} items of {index.dim_} dimensions but the model has "
                         f"{items.shape[0]} of {items.shape[1]}; build it with ItemIndex().fit(item_vectors(model))")
     check_positive_int(None, "k", k)
-    raw = np.asarray(users, dtype=np.int64).reshape(-1)
+    raw = checked_ids("recommend", "users", users)  # (B,)
     user_index = model.user_index(raw)
     weights = model.user_scenario_weights(user_index, scenario_weights)  # (B, S)
     k = min(k, len(items))

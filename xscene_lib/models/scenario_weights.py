@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from xscene_lib.data.validation import DataError, check_int, check_positive_int, require_columns
+from xscene_lib.data.validation import (DataError, check_int, check_number, check_positive_int, checked_ids,
+                                        require_columns)
 from xscene_lib.evaluation.metrics import ranking_metrics
 from xscene_lib.evaluation.ranking import tie_aware_ranks
 from xscene_lib.models.base import TRAIN_COLUMNS, USER_CHUNK, Recommender
@@ -36,6 +37,7 @@ def blended_ranks(model: Recommender, targets: pd.DataFrame, seen: Iterable[pd.D
     require_columns(targets, ("user_id", "item_id"), "targets")
     if targets.empty:
         raise DataError("targets has no rows, so there is nothing to rank; check the split")
+    _check_id_columns("blended_ranks", "targets", targets)
     excluded = _seen_items(model, seen, np.unique(targets["user_id"].to_numpy(np.int64)))
     return _ranks(model, targets, excluded, scenario_weights)
 
@@ -68,9 +70,12 @@ def _seen_items(model: Recommender, seen: Iterable[pd.DataFrame], users: np.ndar
 
     shape: (len(users), n_items), 1 where seen.
     """
+    if isinstance(seen, pd.DataFrame):
+        raise DataError("seen must be a list of frames, e.g. [split.train, split.valid]; wrap one frame: [train]")
     frames = [frame for frame in seen]
     for number, frame in enumerate(frames):
-        require_columns(frame, ("user_id", "item_id"), f"seen frame {number}")
+        require_columns(frame, ("user_id", "item_id"), f"seen[{number}]")
+        _check_id_columns("blended_ranks", f"seen[{number}]", frame)
     if not frames:
         return sp.csr_matrix((len(users), len(model.item_ids_)), dtype=np.float32)
     pairs = pd.concat([frame[["user_id", "item_id"]] for frame in frames], ignore_index=True)
@@ -83,8 +88,21 @@ def _seen_items(model: Recommender, seen: Iterable[pd.DataFrame], users: np.ndar
     return matrix
 
 
+def _check_id_columns(owner: str, what: str, frame: pd.DataFrame) -> None:
+    """A DataError naming the column and row position of the first user or item id that is not an integer."""
+    for column in ("user_id", "item_id"):
+        checked_ids(owner, f"{what}['{column}']", frame[column], hint="ids are integers, as in the training data")
+
+
 def simplex_grid(n_scenarios: int, grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> np.ndarray:
     """Every weight vector whose entries are grid values summing to one. shape: (n_candidates, n_scenarios)."""
+    check_positive_int("simplex_grid", "n_scenarios", n_scenarios)
+    if isinstance(grid, (str, bytes, Mapping)) or not isinstance(grid, Iterable) or _ndim(grid) != 1:
+        raise DataError(f"grid must be a list of weights between 0 and 1, e.g. (0.0, 0.25, 0.5, 0.75, 1.0); "
+                        f"got {grid!r:.120}")
+    for position, value in enumerate(grid):
+        check_number(None, f"grid[{position}]", value, minimum=0, maximum=1,
+                     hint="grid must hold weights between 0 and 1, e.g. (0.0, 0.25, 0.5, 0.75, 1.0)")
     values = np.unique(np.asarray(grid, dtype=np.float64).reshape(-1))
     if values.size == 0 or not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
         raise DataError(f"grid must hold weights between 0 and 1, e.g. (0.0, 0.25, 0.5, 0.75, 1.0); got {grid!r}")
@@ -97,6 +115,14 @@ def simplex_grid(n_scenarios: int, grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75
     allowed = set(multiples.astype(int).tolist())
     vectors = [parts for parts in _compositions(total, n_scenarios) if set(parts) <= allowed]
     return np.array(vectors, dtype=np.float64).reshape(-1, n_scenarios) / total
+
+
+def _ndim(values: object) -> int:
+    """The number of dimensions of a nested list, 0 for one that is ragged or not a list."""
+    try:
+        return np.ndim(values)
+    except ValueError:
+        return 0
 
 
 def _compositions(total: int, parts: int) -> Iterable[tuple[int, ...]]:
@@ -133,6 +159,7 @@ def tune_scenario_weights(model: Recommender, train: pd.DataFrame, valid: pd.Dat
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"{what} must be a DataFrame with columns {list(TRAIN_COLUMNS)}")
         require_columns(frame, TRAIN_COLUMNS, what)
+        _check_id_columns("tune_scenario_weights", what, frame)
     names = model.scenarios_
     candidates = _candidates(simplex_grid(len(names), grid), len(names), most_candidates, seed)
     seen = pd.MultiIndex.from_frame(train[["user_id", "item_id"]])

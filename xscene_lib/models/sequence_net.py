@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 PAD = 0  # the padding entry of an input sequence; item i is stored as i + 1
 ID_INIT_STD = 0.1
@@ -50,6 +51,33 @@ class TextAdaptor(torch.nn.Module):
         return (gate[:, :, None] * every).sum(dim=1)
 
 
+class FullSoftmaxLoss(torch.autograd.Function):
+    """Mean cross-entropy of the logits hidden @ table.T at the targets: F.cross_entropy's value and gradients,
+    with the softmax written over the logits in place and kept for the backward pass (no log-softmax, no one-hot).
+
+    shape: hidden (N, dim), table (n, dim), target (N,) of column indices -> ().
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, hidden: torch.Tensor, table: torch.Tensor,
+                target: torch.Tensor) -> torch.Tensor:
+        probability = hidden @ table.T  # (N, n): the logits, then the softmax
+        picked = probability.gather(1, target[:, None])  # (N, 1): the targets' logits
+        top = probability.amax(dim=1, keepdim=True)  # (N, 1)
+        mass = probability.sub_(top).exp_().sum(dim=1, keepdim=True)  # (N, 1)
+        probability.div_(mass)
+        ctx.save_for_backward(probability, hidden, table, target)
+        return (mass.log() + top - picked).sum() / max(len(hidden), 1)  # mean -log softmax at the targets
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        probability, hidden, table, target = ctx.saved_tensors
+        probability[torch.arange(len(target)), target] -= 1.0  # softmax - one-hot: N * d loss / d logits, in place
+        scale = grad / max(len(target), 1)
+        return probability @ table * scale, probability.T @ hidden * scale, None
+
+
 class SequenceNet(torch.nn.Module):
     """Item table v_i = m_i e_i + u_i and a causal encoder of item sequences with scenario embedding and FiLM."""
 
@@ -78,6 +106,9 @@ class SequenceNet(torch.nn.Module):
         self.encoder = torch.nn.TransformerEncoder(layer, num_layers, norm=torch.nn.LayerNorm(dim),
                                                    enable_nested_tensor=False)
         self.input_dropout = torch.nn.Dropout(dropout)
+        future = torch.ones(max_length, max_length, dtype=torch.bool).triu(diagonal=1)  # (L, L), True = not attended
+        self.register_buffer("future", future, persistent=False)
+        self.register_buffer("off_diagonal", ~torch.eye(max_length, dtype=torch.bool), persistent=False)  # (L, L)
 
     def parts(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The items' id parts m_i e_i and text parts u_i (None where absent). shape: (n_items, dim) each."""
@@ -93,25 +124,28 @@ class SequenceNet(torch.nn.Module):
 
     def encode(self, sequence: torch.Tensor, scenarios: torch.Tensor,
                id_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """The encoder's output at every position; id_keep (B, L) zeroes the id part of some occurrences.
+        """The encoder's output at every position but the leading columns that are padding in every row (attention
+        never reads them); id_keep (B, L) zeroes the id part of some occurrences.
 
-        shape: sequence (B, L) of item index + 1 (PAD before the history), scenarios (B, L) -> (B, L, dim).
+        shape: sequence (B, L) of item index + 1 (PAD before the history), scenarios (B, L) -> (B, L', dim), the
+        last L' <= L columns.
         """
+        real = sequence != PAD  # (B, L)
+        start = int(real.any(dim=0).to(torch.uint8).argmax()) if len(sequence) else 0  # the first column in use
+        sequence, scenarios, real = sequence[:, start:], scenarios[:, start:], real[:, start:]
         ids, text = self.parts()
         x = 0.0
         for part, keep in ((ids, id_keep), (text, None)):
             if part is not None:
-                embedded = F.embedding(sequence, F.pad(part, (0, 0, 1, 0)))  # (B, L, dim), row 0 = PAD = zeros
-                x = x + (embedded if keep is None else embedded * keep[:, :, None])
+                embedded = F.embedding(sequence, F.pad(part, (0, 0, 1, 0)))  # (B, L', dim), row 0 = PAD = zeros
+                x = x + (embedded if keep is None else embedded * keep[:, start:, None])
         if self.scenario is not None:
             x = x + self.scenario(scenarios)
-        real = sequence != PAD  # (B, L)
-        x = self.input_dropout((x + self.position.weight[None]) * real[:, :, None])
         length = sequence.shape[1]
-        future = torch.ones(length, length, dtype=torch.bool).triu(diagonal=1)  # (L, L), True = not attended
-        blocked = future[None] | ~real[:, None, :]  # (B, L, L): no future and no padding ...
-        blocked = blocked & ~torch.eye(length, dtype=torch.bool)[None]  # ... but always itself, so no row is empty
-        return self.encoder(x, mask=blocked.repeat_interleave(self.num_heads, dim=0))  # mask: (B * heads, L, L)
+        x = self.input_dropout((x + self.position.weight[-length:][None]) * real[:, :, None])
+        future, off_diagonal = self.future[-length:, -length:], self.off_diagonal[-length:, -length:]  # (L', L')
+        blocked = future[None] | (~real[:, None, :] & off_diagonal[None])  # (B, L', L'): no future, no padding
+        return self.encoder(x, mask=blocked.repeat_interleave(self.num_heads, dim=0))  # mask: (B * heads, L', L')
 
     def adapt(self, hidden: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
         """FiLM to the scenario of the next interaction, gamma_s * h + beta_s (identity without adaptation).

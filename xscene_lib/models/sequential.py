@@ -56,13 +56,14 @@ import torch.nn.functional as F
 
 from xscene_lib.data.validation import DataError, check_choice, check_flag, check_int, check_number, check_positive_int
 from xscene_lib.models.fitting import SCORE_CHUNK, run_key, scores_in_chunks, text_switch, validation_ndcg
-from xscene_lib.models.sequence_net import PAD, SequenceNet, whitened
+from xscene_lib.models.sequence_net import PAD, FullSoftmaxLoss, SequenceNet, whitened
 from xscene_lib.models.two_tower import TwoTowerRecommender
 from xscene_lib.training.loop import seeded_generator, train_module
 
 ADAPTATIONS = ("film", None)
 LOSSES = ("softmax", "sampled")
 SAMPLED_NEGATIVES = 512  # items drawn per batch for loss="sampled" (all training items when there are fewer)
+ENCODE_ROWS = 32  # training windows encoded at once: a batch's, sorted by length, in groups cut to their longest
 
 
 class SequentialModel(TwoTowerRecommender):
@@ -133,6 +134,7 @@ class SequentialModel(TwoTowerRecommender):
         order = _chronological(users, _timestamps(train))
         *windows, owner = _windows(users[order], items[order], scenarios[order], length)
         inputs, input_scenarios, targets, target_scenarios = map(torch.as_tensor, windows)  # (R, L); targets -1: none
+        lengths = (inputs != PAD).sum(dim=1)  # (R,): the items in each window
         first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])  # (n,): each user's first window
         n_windows = np.diff(np.r_[first, len(owner)])  # (n,): and their number
         self.recent_items_, self.recent_scenarios_ = _recent(users[order], items[order], scenarios[order],
@@ -161,17 +163,21 @@ class SequentialModel(TwoTowerRecommender):
                     yield (rows,)
 
         def loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            rows = batch[0]
-            sequence = inputs[rows]  # (B, L)
+            rows = batch[0][torch.argsort(lengths[batch[0]], stable=True)]  # (B,), shortest windows first
             keep = id_keep = None
             if drop_ids > 0:
-                keep = (torch.rand(sequence.shape) >= drop_ids).float()  # (B, L): per occurrence
+                keep = (torch.rand(len(rows), length) >= drop_ids).float()  # (B, L): per occurrence
                 id_keep = (torch.rand(len(known), 1) >= drop_ids).float()  # (n_items, 1): per item, this batch
-            output = net.encode(sequence, input_scenarios[rows], keep)  # (B, L, dim)
-            target = targets[rows]  # (B, L)
-            present = target >= 0
-            hidden = net.adapt(output[present], target_scenarios[rows][present])  # (N, dim)
-            wanted = target[present]  # (N,)
+            hidden, wanted = [], []  # the positions with a target, group by group: the loss is their mean
+            for start in range(0, len(rows), ENCODE_ROWS):  # a group's leading all-padding columns are skipped
+                group = rows[start:start + ENCODE_ROWS]
+                output = net.encode(inputs[group], input_scenarios[group],
+                                    None if keep is None else keep[start:start + ENCODE_ROWS])  # (b, L', dim)
+                target = targets[group][:, -output.shape[1]:]  # (b, L')
+                present = target >= 0
+                hidden.append(net.adapt(output[present], target_scenarios[group][:, -output.shape[1]:][present]))
+                wanted.append(target[present])
+            hidden, wanted = torch.cat(hidden), torch.cat(wanted)  # (N, dim), (N,)
             table = net.items(id_keep)  # (n_items, dim)
             if self.loss == "sampled":
                 sampled = batch[1]  # (K,)
@@ -180,8 +186,7 @@ class SequentialModel(TwoTowerRecommender):
                 negative = negative.masked_fill(sampled[None] == wanted[:, None], -torch.inf)  # accidental hits
                 logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K), the positive first
                 return F.cross_entropy(logits, torch.zeros_like(wanted))
-            logits = hidden @ F.embedding(known_index, table).T  # (N, n_known)
-            return F.cross_entropy(logits, softmax_column[wanted])
+            return FullSoftmaxLoss.apply(hidden, F.embedding(known_index, table), softmax_column[wanted])  # n_known
 
         validate = validation_ndcg(self, train, self._validation, seed=self.seed)
         self.history_ = train_module(

@@ -8,7 +8,8 @@ Layout of one settings folder (its name is a hash of the settings):
     shard-*.parquet   columns text_hash (string) and vector (fixed-size list of float32)
 
 Every file is written to a temporary name and moved into place; the manifest is the commit point, so a
-shard it does not list is ignored. A folder that fails its checks is reported in one warning and rebuilt.
+shard it does not list is ignored. A folder whose settings or manifest fail their checks is reported in one
+warning and rebuilt; a damaged shard is reported and only its vectors are dropped (encoded again when needed).
 
 Sharded encoding (`xscene encode --shards N`): N processes each encode a contiguous share of the new texts
 and write it as a part file (`write_part`, atomically) into a parts folder; `merge_parts` then checks that
@@ -72,6 +73,7 @@ class VectorCache:
         self._index: dict[str, int] | None = None  # text hash -> row of self._vectors
         self._vectors = np.zeros((0, 0), dtype=np.float32)  # (N, d)
         self._shards: list[dict[str, object]] = []
+        self._dropped: list[str] = []  # damaged shard files, deleted once a manifest without them is written
 
     def lookup(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Which hashes are cached and their vectors; shape: found (n,) bool, vectors (n_found, d)."""
@@ -112,8 +114,9 @@ class VectorCache:
                     "shards": self._shards}
         write_atomically(self.folder / MANIFEST, lambda path: path.write_text(
             json.dumps(manifest, indent=2) + "\n", encoding="utf-8"))
-        for old_shard in retired:
-            (self.folder / str(old_shard["file"])).unlink(missing_ok=True)
+        for file in [str(old_shard["file"]) for old_shard in retired] + self._dropped:
+            (self.folder / file).unlink(missing_ok=True)
+        self._dropped = []
 
     # --- reading and checking ---------------------------------------------------------------
 
@@ -145,13 +148,21 @@ class VectorCache:
         if version != FORMAT_VERSION or dtype != "float32" or dim < 1:
             raise _Unusable(f"{MANIFEST} says format {version}, dtype {dtype}, dim {dim} "
                             f"(this version writes format {FORMAT_VERSION}, float32)")
-        parts = [_read_shard(self.folder, shard, dim) for shard in shards]
+        parts, kept = [], []
+        for shard in shards:
+            try:
+                parts.append(_read_shard(self.folder, shard, dim))
+                kept.append(shard)
+            except _Unusable as problem:  # costs only this shard's vectors: they are encoded again
+                warnings.warn(f"text cache {self.folder}: {problem}; dropping that shard's {shard['rows']:,} "
+                              f"vectors", TextCacheWarning, stacklevel=5)
+                self._dropped.append(str(shard["file"]))
         hashes = [h for part_hashes, _ in parts for h in part_hashes]
         vectors = np.concatenate([v for _, v in parts]) if parts else np.zeros((0, dim), np.float32)  # (N, d)
         self._index = {}
         for row, h in enumerate(hashes):
             self._index.setdefault(h, row)
-        self._vectors, self._shards = vectors, shards
+        self._vectors, self._shards = vectors, kept
 
     def _check_settings(self) -> None:
         """Raise _Unusable unless settings.json holds exactly this cache's settings."""

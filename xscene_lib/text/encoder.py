@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,7 +66,10 @@ class TextEncoder:
                 f"normalize={self.normalize}, quantize={self.quantize})")
 
     def encode(self, texts: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
-        """Vectors of the texts in input order, each distinct text encoded once; shape: (n, d) float32."""
+        """Vectors of the texts in input order, each distinct text encoded once; shape: (n, d) float32.
+
+        texts: a list (or Series, array) of non-blank strings; one string is refused, not split: pass [text].
+        """
         self._check_params()
         texts = _checked_texts(texts)
         if not texts:
@@ -240,7 +244,11 @@ def _torch_threads(count: int | None) -> Iterator[None]:
 def _checked_texts(texts: Sequence[str] | pd.Series | np.ndarray) -> list[str]:
     """The texts as a list of non-blank strings; DataTypeError or DataError naming the first bad position."""
     if isinstance(texts, (str, bytes)):
-        raise DataTypeError("texts must be a list of strings, got a single string; wrap it: encode([text])")
+        raise DataTypeError("texts must be a list of strings, got a single string; wrap it: encode([text])"
+                            + (", after text.decode('utf-8')" if isinstance(texts, bytes) else ""))
+    if isinstance(texts, (Mapping, AbstractSet)):
+        raise DataTypeError(f"texts must be an ordered list of strings, got a {type(texts).__name__}; pass "
+                            f"list(...) of its texts in the order you want the vectors")
     if isinstance(texts, (np.ndarray, pd.Series, pd.Index)) and texts.dtype.kind not in "OUT":
         raise DataTypeError(f"texts must hold strings, got a {type(texts).__name__} of dtype {texts.dtype}")
     if isinstance(texts, np.ndarray) and texts.ndim != 1:
@@ -250,7 +258,10 @@ def _checked_texts(texts: Sequence[str] | pd.Series | np.ndarray) -> list[str]:
     values = texts.tolist() if isinstance(texts, (np.ndarray, pd.Series, pd.Index)) else list(texts)
     for position, text in enumerate(values):
         if not isinstance(text, str):
-            raise DataTypeError(f"text at position {position} is {text!r} ({type(text).__name__}), not a string")
+            fix = ("decode it first: text.decode('utf-8')" if isinstance(text, bytes) else "fill or drop missing "
+                   "texts first (e.g. items.dropna(subset=['text']))" if pd.isna(text) is True else "pass strings")
+            raise DataTypeError(f"text at position {position} is {text!r:.120} ({type(text).__name__}), not a "
+                                f"string; {fix}")
         if not text.strip():
             raise DataError(f"text at position {position} is empty or whitespace only ({text!r})")
     return [str(text) for text in values]
