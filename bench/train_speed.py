@@ -1,4 +1,4 @@
-"""Training speed and memory of BPR-MF and the joint model on ml-100k and ml-1m (age scenarios), on this machine.
+"""Training speed and memory of BPR-MF, the joint and the sequential models on ml-100k and ml-1m (age scenarios).
 
 For each (dataset, model) a fresh Python process loads the data (and, for the joint model, the item text
 vectors), then fits with early stopping on validation NDCG@10 at the model's default settings. Reported:
@@ -11,7 +11,15 @@ vectors), then fits with early stopping on validation NDCG@10 at the model's def
   left off because it slows the training loop it would measure.
 
 Targets: BPR-MF converges on ml-100k within 15 s in total; the joint model takes at most 60 s an epoch on
-ml-1m. The last line gives each measured figure as a ratio to its target (below 1 meets it).
+ml-1m; the sequential models (sasrec; seq-joint: with text) at most 20 s an epoch on ml-1m at max_length 50 and
+200. The last line gives each measured figure as a ratio to its target (below 1 meets it).
+
+The sequential models run `--epochs` epochs (default 2) at `--lengths` (default 50 200), without early stopping,
+and their row also gives `x ref`: the epoch's seconds over those of a plain matmul reference timed in the same
+process just before the fit, three (N, 64) x (64, n_items) products per batch of the same sizes as the full
+softmax's forward and backward (N: the positions with a target in a batch, averaged over an epoch). The softmax
+needs those FLOPs whatever its implementation, so `x ref` is the epoch's cost in units of its unavoidable part,
+and it moves much less with the machine's load than the seconds do.
 
     python bench/train_speed.py                       # everything (ml-1m joint model: several minutes)
     python bench/train_speed.py --datasets ml-100k    # quicker
@@ -33,10 +41,12 @@ import subprocess
 import sys
 import time
 
-MODELS = ("bpr", "joint")
+MODELS = ("bpr", "joint", "sasrec", "seq-joint")
+SEQUENTIAL = ("sasrec", "seq-joint")
 DATASETS = ("ml-100k", "ml-1m")
 SOURCES = ("local", "mirror", "fallback")
-TARGETS = {("bpr", "ml-100k"): ("fit_s", 15.0), ("joint", "ml-1m"): ("s_per_epoch", 60.0)}
+TARGETS = {("bpr", "ml-100k"): ("fit_s", 15.0), ("joint", "ml-1m"): ("s_per_epoch", 60.0),
+           ("sasrec", "ml-1m"): ("s_per_epoch", 20.0), ("seq-joint", "ml-1m"): ("s_per_epoch", 20.0)}
 
 
 def item_vectors(dataset) -> tuple[object, str]:
@@ -57,8 +67,29 @@ def item_vectors(dataset) -> tuple[object, str]:
     return pd.DataFrame(values, index=dataset.items["item_id"].to_numpy()), how
 
 
-def measure_one(model_name: str, dataset_name: str, threads: int | None) -> dict[str, object]:
-    """Fit one model on one dataset in this process and measure it."""
+def softmax_reference(train, length: int, batch_size: int, n_batches: int = 6) -> float:
+    """Seconds of the full softmax's matmuls over one epoch of the sequential model: three products a batch of
+    (N, 64) by (64, n_items), N the mean number of positions with a target in a batch, timed on n_batches."""
+    import math
+
+    import torch
+
+    targets = train.groupby("user_id").size().to_numpy() - 1  # (n_users,) transitions of each user
+    targets = targets[targets > 0]
+    per_epoch = float((targets / -(-targets // length)).sum())  # one window a user, drawn uniformly
+    batches = math.ceil(len(targets) / batch_size)
+    n_rows = round(per_epoch / batches)
+    hidden, table = torch.randn(n_rows, 64), torch.randn(train["item_id"].nunique(), 64)
+    started = time.perf_counter()
+    for _ in range(n_batches):
+        logits = hidden @ table.T  # (N, n_items), the forward product
+        logits @ table, logits.T @ hidden  # the two of the backward pass
+    return (time.perf_counter() - started) / n_batches * batches
+
+
+def measure_one(model_name: str, dataset_name: str, threads: int | None, length: int = 50,
+                epochs: int = 2) -> dict[str, object]:
+    """Fit one model on one dataset in this process and measure it (length, epochs: sequential models only)."""
     import psutil
     import torch
 
@@ -67,11 +98,17 @@ def measure_one(model_name: str, dataset_name: str, threads: int | None) -> dict
     from xscene_lib.data import loading as datasets
     from xscene_lib.models import BPRMF
     from xscene_lib.models import JointModel
+    from xscene_lib.models import SequentialModel
 
     dataset = datasets.load(dataset_name, "age", sources=SOURCES, verbose=False)
     split = dataset.split()
-    vectors, how = item_vectors(dataset) if model_name == "joint" else (None, "-")
-    model = BPRMF(show_progress=False) if model_name == "bpr" else JointModel(show_progress=False)
+    vectors, how = item_vectors(dataset) if model_name in ("joint", "seq-joint") else (None, "-")
+    if model_name in SEQUENTIAL:  # as experiments/registry.py builds them, for a fixed number of epochs
+        model = SequentialModel(max_length=length, num_epochs=epochs, patience=epochs, show_progress=False,
+                                use_text=model_name == "seq-joint", adaptation="film" if vectors is not None else None)
+        reference = softmax_reference(split.train, length, model.batch_size)
+    else:
+        model = BPRMF(show_progress=False) if model_name == "bpr" else JointModel(show_progress=False)
     gc.collect()
     rss_before = psutil.Process().memory_info().rss
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # bytes on Linux
@@ -79,40 +116,49 @@ def measure_one(model_name: str, dataset_name: str, threads: int | None) -> dict
     model.fit(split.train, vectors, items=dataset.items["item_id"], valid=split.valid)
     fit_s = time.perf_counter() - started
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if model_name in SEQUENTIAL:
+        reference = (reference + softmax_reference(split.train, length, model.batch_size)) / 2  # before and after
     epochs = model.history_.frame
     return {"dataset": dataset_name, "model": model_name, "interactions": len(split.train), "vectors": how,
+            "length": length if model_name in SEQUENTIAL else None,
+            "x_ref": float(epochs["seconds"].mean()) / reference if model_name in SEQUENTIAL else None,
             "threads": torch.get_num_threads(), "epochs": len(epochs), "best_epoch": model.history_.best_epoch,
             "s_per_epoch": float(epochs["seconds"].mean()), "fit_s": fit_s,
             "peak_mib": (peak_after - rss_before) / 2**20, "peak_is_bound": peak_after == peak_before,
             "best_valid_ndcg10": model.history_.best_score}
 
 
-def run_all(models: list[str], names: list[str], threads: int | None) -> list[dict[str, object]]:
-    """Measure every (dataset, model) in its own fresh process, one after the other."""
+def run_all(models: list[str], names: list[str], threads: int | None, lengths: list[int],
+            epochs: int) -> list[dict[str, object]]:
+    """Measure every (dataset, model, length) in its own fresh process, one after the other."""
     rows = []
     for dataset_name in names:
         for model_name in models:
-            command = [sys.executable, __file__, "--one", model_name, dataset_name]
-            done = subprocess.run(command + ([] if threads is None else ["--threads", str(threads)]),
-                                  capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"{model_name} on {dataset_name} failed:\n{done.stderr[-3000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"  measured {model_name} on {dataset_name}", file=sys.stderr, flush=True)
+            for length in lengths if model_name in SEQUENTIAL else [lengths[0]]:
+                command = [sys.executable, __file__, "--one", model_name, dataset_name, "--length", str(length),
+                           "--epochs", str(epochs)]
+                done = subprocess.run(command + ([] if threads is None else ["--threads", str(threads)]),
+                                      capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{model_name} on {dataset_name} failed:\n{done.stderr[-3000:]}")
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"  measured {model_name} on {dataset_name}", file=sys.stderr, flush=True)
     return rows
 
 
 def report(rows: list[dict[str, object]], load_at_start: float) -> None:
     """Print the table, the vectors used, and the last line of figures against the targets."""
-    print(f"{'dataset':8} {'model':6} {'train rows':>10} {'threads':>7} {'s/epoch':>8} {'epochs':>6} "
-          f"{'best':>4} {'fit s':>7} {'peak MiB':>9} {'valid NDCG@10':>13}")
+    print(f"{'dataset':8} {'model':9} {'length':>6} {'train rows':>10} {'threads':>7} {'s/epoch':>8} {'x ref':>6} "
+          f"{'epochs':>6} {'best':>4} {'fit s':>7} {'peak MiB':>9} {'valid NDCG@10':>13}")
     for row in rows:
         peak = f"{'<=' if row['peak_is_bound'] else ''}{row['peak_mib']:.0f}"
-        print(f"{row['dataset']:8} {row['model']:6} {row['interactions']:>10,} {row['threads']:>7} "
-              f"{row['s_per_epoch']:>8.2f} {row['epochs']:>6} {row['best_epoch']:>4} {row['fit_s']:>7.1f} "
-              f"{peak:>9} {row['best_valid_ndcg10']:>13.4f}")
+        length, ratio = row.get("length"), row.get("x_ref")
+        print(f"{row['dataset']:8} {row['model']:9} {'-' if length is None else length:>6} {row['interactions']:>10,} "
+              f"{row['threads']:>7} {row['s_per_epoch']:>8.2f} {'-' if ratio is None else f'{ratio:.2f}':>6} "
+              f"{row['epochs']:>6} {row['best_epoch']:>4} {row['fit_s']:>7.1f} {peak:>9} "
+              f"{row['best_valid_ndcg10']:>13.4f}")
     for row in rows:
-        if row["model"] == "joint":
+        if row["model"] in ("joint", "seq-joint"):
             print(f"item vectors for {row['dataset']}: {row['vectors']}")
     print(f"machine: {os.cpu_count()} cores, load average {load_at_start:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end, "
@@ -122,7 +168,10 @@ def report(rows: list[dict[str, object]], load_at_start: float) -> None:
         for row in rows:
             if (row["model"], row["dataset"]) == (model, dataset):
                 ratio = row[key] / target
-                figures.append(f"{model} {dataset} {key} {row[key]:.1f} / target {target:.0f} = {ratio:.2f}")
+                at = "" if row.get("length") is None else f" L={row['length']}"
+                reference = "" if row.get("x_ref") is None else f" ({row['x_ref']:.2f} x ref)"
+                figures.append(f"{model} {dataset}{at} {key} {row[key]:.1f} / target {target:.0f} = {ratio:.2f}"
+                               f"{reference}")
     print("figures: " + ("; ".join(figures) if figures else "no targeted (model, dataset) pair was measured"))
 
 
@@ -131,13 +180,17 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--lengths", nargs="+", type=int, default=[50, 200], help="sequential models' max_length")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of each sequential model (no early stopping)")
+    parser.add_argument("--length", type=int, default=50, help=argparse.SUPPRESS)
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "DATASET"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.one:
-        print(json.dumps(measure_one(*arguments.one, arguments.threads)))
+        print(json.dumps(measure_one(*arguments.one, arguments.threads, arguments.length, arguments.epochs)))
         return
     load_at_start = os.getloadavg()[0]
-    report(run_all(arguments.models, arguments.datasets, arguments.threads), load_at_start)
+    report(run_all(arguments.models, arguments.datasets, arguments.threads, arguments.lengths, arguments.epochs),
+           load_at_start)
 
 
 if __name__ == "__main__":

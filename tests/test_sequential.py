@@ -13,7 +13,7 @@ import torch
 from xscene_lib.data import DataError
 from xscene_lib.evaluation import metrics
 from xscene_lib.models import NotFittedError, SequentialModel
-from xscene_lib.models.sequence_net import PAD, whitened
+from xscene_lib.models.sequence_net import PAD, FullSoftmaxLoss, SequenceNet, whitened
 from xscene_lib.models.sequential import _recent, _windows
 from xscene_lib.training.loop import BEST, LAST
 
@@ -146,6 +146,34 @@ def test_long_histories_become_windows_counted_from_the_end() -> None:
     np.testing.assert_array_equal(short[4], [0])
     recent, _ = _recent(np.array([0, 0, 0, 1]), np.array([7, 8, 9, 3]), np.zeros(4, np.int64), 2, length=2)
     np.testing.assert_array_equal(recent, [[9, 10], [PAD, 4]])
+
+
+def test_the_full_softmax_loss_has_cross_entropys_value_and_gradients() -> None:
+    generator = torch.Generator().manual_seed(0)
+    hidden, table = torch.randn(50, 8, generator=generator), torch.randn(20, 8, generator=generator)
+    target = torch.randint(20, (50,), generator=generator)
+    results = []
+    for loss in (lambda h, t: torch.nn.functional.cross_entropy(h @ t.T, target), lambda h, t:
+                 FullSoftmaxLoss.apply(h, t, target)):
+        h, t = hidden.clone().requires_grad_(), (table * 3).requires_grad_()  # logits far apart: needs the max shift
+        value = loss(h, t) * 2.5  # a scale, so the incoming gradient is not 1
+        value.backward()
+        results.append((value.detach(), h.grad, t.grad))
+    for expected, got in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_columns_of_padding_in_every_row_change_no_output() -> None:
+    torch.manual_seed(0)
+    net = SequenceNet(9, 2, 8, 2, 2, 6, 0.2, "film", True, whitened(np.random.default_rng(0).normal(size=(9, 3)), 8),
+                      np.ones(9, bool)).eval()
+    sequence = torch.tensor([[3, 1, 4, 1, 5, 9], [PAD, PAD, PAD, 2, 6, 5]])  # (2, 6), item index + 1
+    scenarios = torch.tensor([[0, 1, 0, 1, 0, 1], [0, 0, 0, 1, 1, 0]])
+    with torch.inference_mode():
+        both = net.encode(sequence, scenarios)
+        alone = net.encode(sequence[1:], scenarios[1:])  # its 3 leading columns are padding in every row
+    assert both.shape == (2, 6, 8) and alone.shape == (1, 3, 8)
+    torch.testing.assert_close(alone[0], both[1, -3:], rtol=1e-5, atol=1e-5)
 
 
 def test_whitening_gives_uncorrelated_unit_variance_components() -> None:

@@ -1,13 +1,53 @@
 """Evaluation: the tie-aware ranking kernel, full-ranking and sampled metrics, seeds and bootstrap
 intervals, figures, and text neighbours. Imports only xscene_lib.data (models are used through their
-`score` method)."""
-from xscene_lib.evaluation.intervals import format_interval, over_seeds, paired_bootstrap, seed_summary, verdict
-from xscene_lib.evaluation.metrics import item_coverage, ranking_metrics, sampled_ranks, summarise, target_ranks
-from xscene_lib.evaluation.plots import cold_start_curve, comparison_forest, metric_by_history_length, scenario_bars
-from xscene_lib.evaluation.ranking import rank_among, tie_aware_ranks
-from xscene_lib.evaluation.similarity import co_consumption_gap, co_consumption_pairs, nearest_items
+`score` method).
 
-__all__ = ['co_consumption_gap', 'co_consumption_pairs', 'cold_start_curve', 'comparison_forest', 'format_interval',
-           'item_coverage', 'metric_by_history_length', 'nearest_items', 'over_seeds', 'paired_bootstrap',
-           'rank_among', 'ranking_metrics', 'sampled_ranks', 'scenario_bars', 'seed_summary', 'summarise',
-           'target_ranks', 'tie_aware_ranks', 'verdict']
+Names are imported from their modules when first used, so the models' early stopping (which needs only
+`metrics`) does not load matplotlib and seaborn for `plots`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # intervals
+    "format_interval": "intervals",
+    "over_seeds": "intervals",
+    "paired_bootstrap": "intervals",
+    "seed_summary": "intervals",
+    "verdict": "intervals",
+    # metrics
+    "item_coverage": "metrics",
+    "ranking_metrics": "metrics",
+    "sampled_ranks": "metrics",
+    "summarise": "metrics",
+    "target_ranks": "metrics",
+    # plots
+    "cold_start_curve": "plots",
+    "comparison_forest": "plots",
+    "metric_by_history_length": "plots",
+    "scenario_bars": "plots",
+    # ranking
+    "rank_among": "ranking",
+    "tie_aware_ranks": "ranking",
+    # similarity
+    "co_consumption_gap": "similarity",
+    "co_consumption_pairs": "similarity",
+    "nearest_items": "similarity",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """The exported name from its module, imported on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -95,6 +95,7 @@ def run_experiment(dataset: str | Dataset = "ml-100k", scenarios: str | None = N
     for spec, seed in bar:
         bar.set_postfix(model=spec.name, seed=seed)
         settings = tuned.get(spec.name)
+        store.recover(runs / f"{spec.name}-seed{seed}")  # a swap a killed run left half done, stale copies
         if store.tables_problem(runs / f"{spec.name}-seed{seed}", ("per_row", "summary")) is None \
                 and _run_settings(runs / f"{spec.name}-seed{seed}") == settings:
             continue  # finished with these settings in an earlier, interrupted run
@@ -131,6 +132,7 @@ def run_click_through(dataset: str | Dataset = "ml-1m", scenarios: str | None = 
     for spec, seed in bar:
         name = spec.name
         bar.set_postfix(model=name, seed=seed)
+        store.recover(folder / "runs" / f"{name}-seed{seed}")  # a swap a killed run left half done, stale copies
         if store.tables_problem(folder / "runs" / f"{name}-seed{seed}", ("summary",)) is None:
             continue  # finished in an earlier, interrupted run
         split = click_through_split(data, seed=seed)  # the split is redrawn with each seed
@@ -207,7 +209,7 @@ def _run_settings(folder: Path) -> dict | None:
 
 def _settings_of_runs(runs: Path) -> dict[str, dict | None]:
     """Model name -> the settings of its verified runs in a folder (None: defaults), for the manifest."""
-    folders = sorted(p for p in runs.iterdir() if p.is_dir() and store.tables_problem(p, ("summary",)) is None)
+    folders = sorted(p for p in runs.iterdir() if _is_run(p))
     return {json.loads((p / store.MANIFEST).read_text(encoding="utf-8"))["model"]: _run_settings(p) for p in folders}
 
 
@@ -284,9 +286,14 @@ def _encoder_tag(encoder: str) -> str:
     return f"-{readable}-{hashlib.sha256(str(encoder).encode()).hexdigest()[:8]}"
 
 
+def _is_run(folder: Path) -> bool:
+    """Whether a folder in runs/ is a verified (model, seed) run, not a staging copy (`.NAME.new-*`) beside one."""
+    return folder.is_dir() and not folder.name.startswith(".") and store.tables_problem(folder, ("summary",)) is None
+
+
 def _every_finished_run(runs: Path) -> pd.DataFrame:
     """The summary rows of every verified (model, seed) run in a folder, whichever call produced it."""
-    folders = sorted(p for p in runs.iterdir() if p.is_dir() and store.tables_problem(p, ("summary",)) is None)
+    folders = sorted(p for p in runs.iterdir() if _is_run(p))
     return pd.concat([store.read_tables(p, ("summary",))[0] for p in folders], ignore_index=True)
 
 

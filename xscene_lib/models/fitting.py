@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from xscene_lib.evaluation import metrics
+from xscene_lib.evaluation.metrics import ranking_metrics, target_ranks
 from xscene_lib.training.distributed import SINGLE, WorkerGroup, setup
 from xscene_lib.data.validation import DataError
 from xscene_lib.models.base import Recommender
@@ -40,8 +40,8 @@ def validation_ndcg(model: Recommender, train: pd.DataFrame, validation: pd.Data
     history = train[train["user_id"].isin(validation["user_id"])]
 
     def ndcg() -> float:
-        ranks = metrics.target_ranks(model, history, validation)
-        return float(metrics.ranking_metrics(ranks, ks=(VALIDATION_K,))[f"ndcg@{VALIDATION_K}"].mean())
+        ranks = target_ranks(model, history, validation)
+        return float(ranking_metrics(ranks, ks=(VALIDATION_K,))[f"ndcg@{VALIDATION_K}"].mean())
 
     return ndcg
 
