@@ -63,7 +63,7 @@ def check_number(owner: str | None, name: str, value: object, *, positive: bool 
     """
     if positive is not None:
         above, minimum = (0, minimum) if positive else (above, 0)
-    number = isinstance(value, numbers.Real) and not _is_flag(value) and math.isfinite(value)
+    number = isinstance(value, numbers.Real) and not _is_flag(value) and _finite(value)
     if not number or (minimum is not None and value < minimum) or (maximum is not None and value > maximum) \
             or (above is not None and value <= above) or (below is not None and value >= below):
         if minimum is not None and maximum is not None and above is None and below is None:
@@ -108,7 +108,7 @@ def checked_ids(owner: str | None, name: str, values: object, *, hint: str = "")
     if flat.dtype.kind in "iu" and in_range or flat.dtype.kind == "f" and in_range and (flat == np.round(flat)).all():
         return flat.astype(np.int64)  # the common case, without a look at each value
     for position, value in enumerate(np.asarray(values, dtype=object).reshape(-1).tolist()):  # as given, not cast
-        whole = isinstance(value, numbers.Real) and not _is_flag(value) and math.isfinite(value) \
+        whole = isinstance(value, numbers.Real) and not _is_flag(value) and _finite(value) \
             and float(value).is_integer()
         if not (_is_int(value) or whole) or not -2**63 <= int(value) < 2**63:
             what = "an integer outside the int64 range" if _is_int(value) else "not an integer id"
@@ -119,6 +119,14 @@ def checked_ids(owner: str | None, name: str, values: object, *, hint: str = "")
 
 def _is_flag(value: object) -> bool:
     return isinstance(value, (bool, np.bool_))
+
+
+def _finite(value: numbers.Real) -> bool:
+    """Whether a real number is finite; integers too large for a float (10**400) count as not finite."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _is_int(value: object) -> bool:

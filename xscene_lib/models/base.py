@@ -220,6 +220,7 @@ class Recommender:
             check_number(None, f"scenario_weights[{name!r}]", weight, minimum=0,
                          hint="weights must be finite, non-negative and not all zero")
         fixed = np.array([float(scenario_weights.get(name, 0.0)) for name in self.scenarios_])
+        fixed = fixed / fixed.max(initial=0.0) if fixed.max(initial=0.0) > 0 else fixed  # 1e308 + 1e308 stays finite
         if fixed.sum() <= 0:
             raise DataError(f"scenario_weights must be finite, non-negative and not all zero, got "
                             f"{dict(scenario_weights)}; give at least one scenario a positive weight")
