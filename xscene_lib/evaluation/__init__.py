@@ -5,10 +5,7 @@ intervals, figures, and text neighbours. Imports only xscene_lib.data (models ar
 Names are imported from their modules when first used, so the models' early stopping (which needs only
 `metrics`) does not load matplotlib and seaborn for `plots`.
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from xscene_lib.lazy_exports import lazy_exports
 
 _EXPORTS = {
     # intervals
@@ -39,15 +36,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    """The exported name from its module, imported on first use (PEP 562)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

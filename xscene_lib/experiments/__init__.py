@@ -5,10 +5,7 @@ library below `xscene_lib.book` and `xscene_lib.cli`.
 Names are imported from their modules when first used, so importing one module of this package (the book
 build imports `key_numbers`, the command line `registry`) does not load torch and every model.
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from xscene_lib.lazy_exports import lazy_exports
 
 _EXPORTS = {
     # article_code
@@ -90,15 +87,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    """The exported name from its module, imported on first use (PEP 562)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -268,8 +268,7 @@ def _checked_texts(texts: Sequence[str] | pd.Series | np.ndarray) -> list[str]:
             text.encode("utf-8")
         except UnicodeEncodeError as error:
             raise DataError(f"text at position {position} is not valid Unicode ({text!r:.80}: {error.reason} at "
-                            f"character {error.start}); repair or drop it, e.g. "
-                            f"text.encode('utf-8', 'replace').decode('utf-8')") from None
+                            f"character {error.start}); repair or drop it, e.g. with errors='replace'") from None
     return [str(text) for text in values]
 
 
