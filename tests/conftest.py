@@ -56,3 +56,18 @@ def ml100k_mirror(ml100k_data_dir: Path, tmp_path: Path, monkeypatch: pytest.Mon
         (mirror / "ml-100k" / file).write_bytes((ml100k_data_dir / "raw" / "ml-100k" / file).read_bytes())
     monkeypatch.setenv(datasets.MIRROR_ENV, str(mirror))
     return mirror
+
+
+def save_tiny_bert(folder: Path, words: list[str], seed: int = 0) -> Path:
+    """A 2-layer, 32-wide BERT with a word-level vocabulary of `words`, saved with its tokenizer in `folder`."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    return folder

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
-from transformers import BertConfig, BertModel, BertTokenizer
 
+from tests.conftest import save_tiny_bert
 from xscene_lib.data import DataError
 from xscene_lib.data.synthetic import synthetic
 from xscene_lib.models import BPRMF, Popularity
@@ -107,14 +106,7 @@ TEXT_LISTS = st.one_of(st.lists(TEXT, max_size=6), st.lists(st.one_of(TEXT, WRON
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with a word-level vocabulary, saved with its tokenizer."""
-    folder = tmp_path_factory.mktemp("fuzz-tiny-bert")
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("fuzz-tiny-bert"), WORDS)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer
+from transformers import BertModel, BertTokenizer
 
+from tests.conftest import save_tiny_bert
 from xscene_lib.text import cache as text_cache
 from xscene_lib.text import item_texts
 from xscene_lib.text.recipes import RECIPES
@@ -29,14 +30,7 @@ TEXTS = ["toy story", "the big red kitchen knife set", "heat", "old chef and the
 
 def _save_tiny_bert(folder: Path, seed: int = 0) -> Path:
     """A 2-layer, 32-wide BERT with a word-level vocabulary, saved with its tokenizer."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(folder, WORDS, seed)
 
 
 @pytest.fixture(scope="session")
