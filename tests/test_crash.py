@@ -291,14 +291,13 @@ def test_run_killed_at_random_moments_resumes_to_the_same_results(tmp_path: Path
 
 
 def _cache_files_problem(folder: Path) -> str | None:
-    """Why a text cache settings folder holds files other than its settings, manifest and shards, or None.
+    """Why a text cache settings folder holds files other than its settings, manifest and listed shards, or None.
 
-    Shards the manifest does not list are allowed: a kill between a merge's commit and the removal of the
-    shards it retired leaves them (ignored by readers, not yet removed by the next write).
+    A kill leaves retired shards or temporaries behind; the next reader or writer of the cache removes them.
     """
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     listed = {"settings.json", "manifest.json", *(shard["file"] for shard in manifest["shards"])}
-    extra = sorted(p.name for p in folder.iterdir() if p.name not in listed and not p.match("shard-*.parquet"))
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in listed)
     return f"files the manifest does not list: {extra}" if extra else None
 
 

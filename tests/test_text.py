@@ -344,3 +344,16 @@ def test_model_size_of_the_packaged_encoder() -> None:
     size = model_size()
     assert size["layers"] == 6 and size["hidden_size"] == 384
     assert 20_000_000 < size["parameters"] < 25_000_000  # all-MiniLM-L6-v2: about 22.7 M
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_reader(tmp_path: Path) -> None:
+    cache = text_cache.VectorCache(tmp_path, {"model": "unit"})
+    vectors = np.arange(6, dtype=np.float32).reshape(3, 2)  # (3, d=2)
+    cache.add(["a", "b", "c"], vectors)
+    listed = sorted(p.name for p in cache.folder.iterdir())
+    (cache.folder / ".shard-0123456789abcdef.parquet.x1y2z3").write_bytes(b"half a shard")  # a killed write
+    (cache.folder / "shard-fedcba9876543210.parquet").write_bytes(b"retired")  # a killed merge's old shard
+    reader = text_cache.VectorCache(tmp_path, {"model": "unit"})
+    found, cached = reader.lookup(["c", "a", "z"])
+    assert found.tolist() == [True, True, False] and cached.tolist() == [[4.0, 5.0], [0.0, 1.0]]
+    assert sorted(p.name for p in cache.folder.iterdir()) == listed  # only settings, manifest and its shard

@@ -135,13 +135,18 @@ def _verifies(folder: Path) -> bool:
     return tables_problem(folder, names) is None
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive lock on the folder holding `folder` for the duration of the block."""
+    return directory_lock(folder.parent)
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on an existing directory for the duration of the block."""
     if fcntl is None:
         yield
         return
-    descriptor = os.open(folder.parent, os.O_RDONLY)
+    descriptor = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield

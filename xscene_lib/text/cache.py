@@ -8,7 +8,9 @@ Layout of one settings folder (its name is a hash of the settings):
     shard-*.parquet   columns text_hash (string) and vector (fixed-size list of float32)
 
 Every file is written to a temporary name and moved into place; the manifest is the commit point, so a
-shard it does not list is ignored. A folder whose settings or manifest fail their checks is reported in one
+shard it does not list is ignored. Writers hold a lock on the folder; after each commit, and when a reader
+finds them, files the manifest does not list (retired or damaged shards, a killed writer's temporaries) are
+removed. A folder whose settings or manifest fail their checks is reported in one
 warning and rebuilt; a damaged shard is reported and only its vectors are dropped (encoded again when needed).
 
 Sharded encoding (`xscene encode --shards N`): N processes each encode a contiguous share of the new texts
@@ -32,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xscene_lib.data.store import sha256_file, write_atomically
+from xscene_lib.data.store import directory_lock, sha256_file, write_atomically
 from xscene_lib.data.validation import DataError
 
 FORMAT_VERSION = 1
@@ -73,7 +75,6 @@ class VectorCache:
         self._index: dict[str, int] | None = None  # text hash -> row of self._vectors
         self._vectors = np.zeros((0, 0), dtype=np.float32)  # (N, d)
         self._shards: list[dict[str, object]] = []
-        self._dropped: list[str] = []  # damaged shard files, deleted once a manifest without them is written
 
     def lookup(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Which hashes are cached and their vectors; shape: found (n,) bool, vectors (n_found, d)."""
@@ -100,23 +101,22 @@ class VectorCache:
             return
         self._vectors = np.concatenate([self._vectors.reshape(-1, vectors.shape[1]), vectors[fresh]])  # (N, d)
         self.folder.mkdir(parents=True, exist_ok=True)
-        if not (self.folder / SETTINGS_FILE).is_file():
-            write_atomically(self.folder / SETTINGS_FILE, lambda path: path.write_text(
-                json.dumps(self.settings, indent=2, sort_keys=True) + "\n", encoding="utf-8"))
-        if len(self._shards) < MAX_SHARDS:
-            retired, shard = [], self._write_shard([hashes[i] for i in fresh], vectors[fresh])
-        else:
-            retired, self._vectors = self._shards, self._vectors[list(index.values())]
-            self._index = {h: row for row, h in enumerate(index)}
-            self._shards, shard = [], self._write_shard(list(self._index), self._vectors)
-        self._shards.append(shard)
-        manifest = {"format_version": FORMAT_VERSION, "dim": int(self._vectors.shape[1]), "dtype": "float32",
-                    "shards": self._shards}
-        write_atomically(self.folder / MANIFEST, lambda path: path.write_text(
-            json.dumps(manifest, indent=2) + "\n", encoding="utf-8"))
-        for file in [str(old_shard["file"]) for old_shard in retired] + self._dropped:
-            (self.folder / file).unlink(missing_ok=True)
-        self._dropped = []
+        with directory_lock(self.folder):
+            if not (self.folder / SETTINGS_FILE).is_file():
+                write_atomically(self.folder / SETTINGS_FILE, lambda path: path.write_text(
+                    json.dumps(self.settings, indent=2, sort_keys=True) + "\n", encoding="utf-8"))
+            if len(self._shards) < MAX_SHARDS:
+                shard = self._write_shard([hashes[i] for i in fresh], vectors[fresh])
+            else:
+                self._vectors = self._vectors[list(index.values())]
+                self._index = {h: row for row, h in enumerate(index)}
+                self._shards, shard = [], self._write_shard(list(self._index), self._vectors)
+            self._shards.append(shard)
+            manifest = {"format_version": FORMAT_VERSION, "dim": int(self._vectors.shape[1]), "dtype": "float32",
+                        "shards": self._shards}
+            write_atomically(self.folder / MANIFEST, lambda path: path.write_text(
+                json.dumps(manifest, indent=2) + "\n", encoding="utf-8"))
+            self._remove_unlisted()
 
     # --- reading and checking ---------------------------------------------------------------
 
@@ -127,8 +127,28 @@ class VectorCache:
                 self._read()
             except _Unusable as problem:
                 self._rebuild(str(problem))
+            if self._unlisted():
+                with directory_lock(self.folder):
+                    self._remove_unlisted()
         assert self._index is not None
         return self._index
+
+    def _unlisted(self) -> list[Path]:
+        """Files in the folder that the committed manifest does not list (stale once no writer runs)."""
+        try:
+            manifest = json.loads((self.folder / MANIFEST).read_text(encoding="utf-8"))
+            listed = {SETTINGS_FILE, MANIFEST, *(str(shard["file"]) for shard in manifest["shards"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return []  # nothing committed (or unreadable: _read rebuilds it); leave the folder alone
+        return [path for path in self.folder.iterdir() if path.name not in listed and path.is_file()]
+
+    def _remove_unlisted(self) -> None:
+        """Remove retired or damaged shards and a killed writer's temporaries; the caller holds the lock."""
+        for path in self._unlisted():
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # a read-only cache keeps them; readers ignore them
+                pass
 
     def _read(self) -> None:
         """Load every committed shard; raise _Unusable for a foreign or corrupt folder."""
@@ -156,7 +176,6 @@ class VectorCache:
             except _Unusable as problem:  # costs only this shard's vectors: they are encoded again
                 warnings.warn(f"text cache {self.folder}: {problem}; dropping that shard's {shard['rows']:,} "
                               f"vectors", TextCacheWarning, stacklevel=5)
-                self._dropped.append(str(shard["file"]))
         hashes = [h for part_hashes, _ in parts for h in part_hashes]
         vectors = np.concatenate([v for _, v in parts]) if parts else np.zeros((0, dim), np.float32)  # (N, d)
         self._index = {}
