@@ -69,9 +69,9 @@ def test_poolings_give_different_vectors_of_the_hidden_size(tiny_bert: Path) -> 
     assert not np.allclose(vectors["cls"], vectors["pooler"], atol=1e-3)
 
 
-def test_mean_pooling_ignores_padding(tiny_bert: Path) -> None:
+def test_mean_pooling_averages_the_texts_own_tokens(tiny_bert: Path) -> None:
     short, long = "heat", "the big red kitchen knife set"
-    padded = _encoder(tiny_bert, normalize=False).encode([long, short])[1]  # "heat" padded to the long text
+    padded = _encoder(tiny_bert, normalize=False).encode([long, short])[1]  # "heat" encoded with the long text
     tokenizer, model = BertTokenizer.from_pretrained(tiny_bert), BertModel.from_pretrained(tiny_bert).eval()
     with torch.no_grad():
         hidden = model(**tokenizer([short], return_tensors="pt")).last_hidden_state[0]  # (T, H), no padding
@@ -125,7 +125,7 @@ def test_cache_hit_miss_and_partial(tiny_bert: Path, tmp_path: Path, encoded: li
 
 
 @pytest.mark.parametrize("change", [{"pooling": "cls"}, {"max_length": 16}, {"normalize": False},
-                                    {"quantize": True}])
+                                    {"quantize": True}, {"batch_size": 3}])
 def test_a_changed_setting_misses_the_cache(tiny_bert: Path, tmp_path: Path, encoded: list[list[str]],
                                             change: dict[str, object]) -> None:
     _encoder(tiny_bert, cache=True, cache_dir=tmp_path).encode(TEXTS)
@@ -263,6 +263,17 @@ def test_pooler_pooling_refuses_an_untrained_pooler(tiny_bert: Path, tmp_path: P
     assert _encoder(tmp_path / "no-pooler", pooling="mean").encode(TEXTS).shape == (len(TEXTS), 32)
     with pytest.raises(ValueError, match="no trained pooler"):
         _encoder(tmp_path / "no-pooler", pooling="pooler").encode(TEXTS)
+
+
+def test_a_texts_vector_does_not_depend_on_the_texts_encoded_with_it() -> None:
+    words = "stainless steel chef knife kitchen set organic green tea cast iron pan wooden spoon".split()
+    rng = np.random.default_rng(3)
+    texts = list(dict.fromkeys(" ".join(rng.choice(words, size=rng.integers(1, 25))) for _ in range(160)))
+    encoder = TextEncoder(cache=False, num_threads=1, show_progress=False)
+    everything = encoder.encode(texts)  # (n, 384)
+    for _ in range(3):  # other batchmates, other order: the same bits
+        some = rng.permutation(len(texts))[:rng.integers(10, len(texts))]
+        assert encoder.encode([texts[i] for i in some]).tobytes() == everything[some].tobytes()
 
 
 def test_packaged_model_puts_related_products_closer() -> None:

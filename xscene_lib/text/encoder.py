@@ -106,8 +106,8 @@ class TextEncoder:
         return VectorCache(self._cache_root(), self._settings())
 
     def encoding_order(self, texts: Sequence[str]) -> np.ndarray:
-        """The order encode() batches new texts in: longest first; shards of whole batches of it encode alike."""
-        return _longest_first(self._tokenize(list(texts)))
+        """The order encode() batches new texts in: longest first, equal token counts in input order."""
+        return np.concatenate([rows for rows in _equal_length_batches(self._tokenize(list(texts)), self.batch_size)])
 
     # --- settings and loading ------------------------------------------------------------------
 
@@ -133,7 +133,8 @@ class TextEncoder:
         """Everything the vectors depend on: the cache key."""
         name, _, fingerprint = self._located()
         return {"model": name, "fingerprint": fingerprint, "pooling": self.pooling, "max_length": self.max_length,
-                "normalize": bool(self.normalize), "quantize": INT8_SCHEME if self.quantize else None}
+                "normalize": bool(self.normalize), "quantize": INT8_SCHEME if self.quantize else None,
+                "batching": f"one token count per batch, {self.batch_size} rows"}
 
     def _cache_root(self) -> Path:
         """The folder holding one subfolder per settings key."""
@@ -158,24 +159,29 @@ class TextEncoder:
     # --- encoding --------------------------------------------------------------------------
 
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
-        """Encode texts in batches of similar token counts; shape: (n, d) float32 in input order."""
-        model, tokenizer = self._loaded()
+        """Encode texts in canonical batches; shape: (n, d) float32 in input order.
+
+        A batch holds texts of one token count only (no padding), filled up to batch_size rows by repeating
+        them, so every batch of a token count has the same shape and, on a given machine, a text's vector does
+        not depend on which other texts are encoded with it (nor on the cache's history).
+        """
+        model, _ = self._loaded()
         positions = getattr(model.config, "max_position_embeddings", None)
         if positions is not None and self.max_length > positions:
             raise DataError(f"max_length={self.max_length} exceeds the {positions} positions of {self.model}")
         if self.pooling == "pooler" and getattr(model, "pooler", None) is None:
             raise DataError(f"{self.model} has no trained pooler layer; use pooling='mean' or 'cls'")
         tokens = self._tokenize(texts)
-        order = _longest_first(tokens)
         show = len(texts) > PROGRESS_FROM if self.show_progress is None else bool(self.show_progress)
         vectors = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)  # (n, d)
-        pad_values = {"input_ids": tokenizer.pad_token_id or 0, "token_type_ids": tokenizer.pad_token_type_id}
+        device = next(model.parameters()).device
         with _torch_threads(self.num_threads), torch.inference_mode(), \
                 tqdm(total=len(texts), desc="encoding texts", unit="text", disable=not show) as bar:
-            for start in range(0, len(texts), self.batch_size):
-                rows = order[start:start + self.batch_size]
-                batch = _padded_batch(tokens, rows, pad_values, next(model.parameters()).device)
-                vectors[rows] = self._embed_batch(model, batch).cpu().numpy()
+            for rows in _equal_length_batches(tokens, self.batch_size):
+                filled = np.resize(rows, self.batch_size)  # (batch_size,): rows, repeated to a fixed shape
+                batch = {key: torch.tensor([lists[row] for row in filled], device=device)  # (batch_size, T)
+                         for key, lists in tokens.items()}
+                vectors[rows] = self._embed_batch(model, batch)[:len(rows)].cpu().numpy()
                 bar.update(len(rows))
         return vectors
 
@@ -210,23 +216,13 @@ class TextEncoder:
         return torch.nn.functional.normalize(pooled, p=2.0, dim=1) if self.normalize else pooled
 
 
-def _longest_first(tokens: dict[str, list[list[int]]]) -> np.ndarray:
-    """Positions of the token lists, longest first, equal lengths in input order. shape: (n,)."""
+def _equal_length_batches(tokens: dict[str, list[list[int]]], batch_size: int) -> Iterator[np.ndarray]:
+    """Positions of the token lists in batches of one length each, longest first; shape: each (<= batch_size,)."""
     lengths = np.array([len(ids) for ids in tokens["input_ids"]])  # (n,)
-    return np.argsort(-lengths, kind="stable")
-
-
-def _padded_batch(tokens: dict[str, list[list[int]]], rows: np.ndarray, pad_values: dict[str, int],
-                  device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad the token lists of the given rows to the longest of them; shape: each (B, T) int64."""
-    width = max(len(tokens["input_ids"][row]) for row in rows)
-    batch = {}
-    for key, lists in tokens.items():
-        padded = np.full((len(rows), width), pad_values.get(key, 0), dtype=np.int64)  # (B, T)
-        for b, row in enumerate(rows):
-            padded[b, :len(lists[row])] = lists[row]
-        batch[key] = torch.from_numpy(padded).to(device)
-    return batch
+    for length in np.unique(lengths)[::-1]:
+        same = np.flatnonzero(lengths == length)  # input order
+        for start in range(0, len(same), batch_size):
+            yield same[start:start + batch_size]
 
 
 @contextmanager

@@ -1,16 +1,16 @@
 """Text encoding on several processes: each encodes a contiguous share of the batches, the parts merge.
 
 `encode_in_shards` starts N processes with torchrun (`python -m xscene_lib.training.sharded_encoding JOB`), one GPU
-each where there are GPUs. The texts the cache lacks are ordered and batched exactly as one process would
-batch them; each process encodes a contiguous run of whole batches and writes its part atomically
-(`text_cache.write_part`); `text_cache.merge_parts` adds the parts to the cache, which then holds the vectors a
-single process would have written. `xscene encode --shards N` is the command-line form.
+each where there are GPUs. The texts the cache lacks are ordered as one process would batch them (longest
+first); each process encodes a contiguous, equal share of them and writes its part atomically
+(`text_cache.write_part`); `text_cache.merge_parts` adds the parts to the cache. The encoder's batches hold one
+token count each at a fixed shape, so on one kind of device the merged cache holds the vectors a single
+process would have written. `xscene encode --shards N` is the command-line form.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -29,8 +29,9 @@ from xscene_lib.text.cache import merge_parts, text_hash, write_part
 def encode_in_shards(encoder: TextEncoder, texts: Sequence[str], n_shards: int, *, timeout_s: float = 3_600) -> int:
     """Encode the texts the encoder's cache lacks on n_shards processes, merge them into the cache; return how many.
 
-    The new texts are batched as one process would batch them (longest first); each process encodes a
-    contiguous run of whole batches, so the merged cache holds the vectors a single process would write.
+    The new texts are ordered as one process would batch them (longest first) and split into n_shards
+    contiguous shares; a text's vector does not depend on its batchmates, so the merged cache holds the
+    vectors a single process would write.
     """
     check_positive_int("encode_in_shards", "n_shards", n_shards)
     cache = encoder.vector_cache()
@@ -42,16 +43,15 @@ def encode_in_shards(encoder: TextEncoder, texts: Sequence[str], n_shards: int, 
     if n_shards == 1:
         encoder.encode([text for _, text in new])  # this process, no launcher
         return len(new)
-    order, size = encoder.encoding_order([text for _, text in new]), encoder.batch_size
-    n_batches = math.ceil(len(new) / size)
-    shares = [distributed.share(n_batches, rank, n_shards) for rank in range(n_shards)]
+    order = encoder.encoding_order([text for _, text in new])
+    shares = [distributed.share(len(new), rank, n_shards) for rank in range(n_shards)]
     folder = cache.folder.with_name(f".{cache.folder.name}.parts")
     shutil.rmtree(folder, ignore_errors=True)  # parts of an earlier, unfinished job
     folder.mkdir(parents=True)
     settings = {name: getattr(encoder, name) for name in ("pooling", "max_length", "batch_size", "normalize",
                                                           "device", "quantize", "num_threads")}
     job = {"encoder": {**settings, "model": str(encoder.model), "cache_dir": str(cache.folder.parent)},
-           "shards": [[new[j][1] for j in order[part.start * size:part.stop * size]] for part in shares]}
+           "shards": [[new[j][1] for j in order[part.start:part.stop]] for part in shares]}
     (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
     distributed.torchrun(["-m", "xscene_lib.training.sharded_encoding", str(folder / "job.json")], n_shards,
                          timeout_s=timeout_s)
