@@ -10,7 +10,7 @@ import torch
 
 from xscene_lib.data import DataError
 from xscene_lib.training import seeded_generator, train_module as train
-from xscene_lib.training.loop import BEST, LAST
+from xscene_lib.training.loop import BEST, LAST, epoch_listener
 
 TRUE_WEIGHTS = torch.tensor([[2.0], [-3.0], [0.5]])
 
@@ -127,3 +127,20 @@ def test_no_batches_is_a_clear_error() -> None:
     module, _, loss, _ = _problem()
     with pytest.raises(DataError, match="no batches"):
         train(module, lambda rng: iter(()), loss, show_progress=False)
+
+
+def test_an_epoch_listener_sees_every_epoch_inside_its_block_only() -> None:
+    seen: list[dict[str, float]] = []
+    net = torch.nn.Linear(2, 1)
+    batches = lambda rng: [torch.ones(4, 2)]  # noqa: E731
+    loss = lambda batch: net(batch).pow(2).mean()  # noqa: E731
+    with epoch_listener(seen.append):
+        train(net, batches, loss, validate=lambda: 0.5, num_epochs=3, patience=5, show_progress=False)
+    assert [(r["epoch"], r["valid"]) for r in seen] == [(1, 0.5), (2, 0.5), (3, 0.5)]
+    train(net, batches, loss, num_epochs=2, show_progress=False)
+    assert len(seen) == 3  # outside the block nothing is called
+
+    def stop(record: dict[str, float]) -> None:
+        raise KeyboardInterrupt
+    with epoch_listener(stop), pytest.raises(KeyboardInterrupt):
+        train(net, batches, loss, num_epochs=3, show_progress=False)

@@ -78,10 +78,10 @@ class _PruningTrial:
 def test_a_pruned_trial_stops_training_after_the_epoch_it_was_pruned(tiny: Dataset) -> None:
     split, trial = tiny.split(), _PruningTrial()
     model = BPRMF(num_epochs=4, patience=4, show_progress=False)
-    with tuning._reporting_epochs(model, trial), pytest.raises(optuna.TrialPruned, match="after epoch 2"):
+    with tuning._reporting_epochs(trial), pytest.raises(optuna.TrialPruned, match="after epoch 2"):
         model.fit(split.train, valid=split.valid)
     assert [step for step, _ in trial.reports] == [0, 1]
-    with tuning._reporting_epochs(model, trial):
+    with tuning._reporting_epochs(trial):
         pass
     model.fit(split.train, valid=split.valid)  # outside the context nothing reports
     assert len(trial.reports) == 2 and len(model.history_.epochs) == 4

@@ -20,12 +20,10 @@ import contextlib
 import datetime
 import itertools
 import re
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import optuna
@@ -41,7 +39,7 @@ from xscene_lib.experiments.registry import ModelSpec, model_names, model_spec
 from xscene_lib.experiments.runner import SMOKE_USERS, _dataset, _encoder_tag, _item_vectors
 from xscene_lib.experiments.slices import domain_candidates
 from xscene_lib.text.encoder import DEFAULT_MODEL
-from xscene_lib.training.loop import TrainHistory
+from xscene_lib.training.loop import TrainHistory, epoch_listener
 
 METRIC = "ndcg@10"  # the objective, on the validation rows
 DEFAULT_STORAGE = Path("results") / "tuning"
@@ -132,7 +130,7 @@ def tune(dataset: str | Dataset, scenarios: str | None, model: str, n_trials: in
         settings = SEARCH_SPACES[spec.name](trial)
         trial.set_user_attr("settings", settings)
         estimator = spec.build(seed, smoke, settings)
-        with _reporting_epochs(estimator, trial):
+        with _reporting_epochs(trial):
             try:
                 estimator.fit(split.train, vectors, items=data.items["item_id"], valid=split.valid)
             except FloatingPointError as error:  # the loss diverged: these settings are hopeless
@@ -210,39 +208,23 @@ def _valid_ndcg(model: Any, split: Split, candidates: dict[str, list[int]] | Non
     return float(ranking_metrics(ranks, ks=(10,))[METRIC].mean())
 
 
-@contextlib.contextmanager
-def _reporting_epochs(model: Any, trial: optuna.Trial) -> Iterator[None]:
-    """While `model` fits, report each epoch's validation NDCG@10 to the trial and prune it when told.
+def _reporting_epochs(trial: optuna.Trial) -> contextlib.AbstractContextManager[None]:
+    """While a model fits, report each validated epoch's score to the trial and prune it when told.
 
-    The models build their early-stopping score with `validation_ndcg` (xscene_lib.models.fitting) in the
-    modules of their classes; for this fit those names give the same score, reported after each epoch.
+    A model that trains once per scenario reports its epochs one scenario after the other, as further steps.
     """
     steps = itertools.count()
-    modules = {sys.modules[cls.__module__] for cls in type(model).__mro__}
-    patched = [module for module in modules if callable(getattr(module, "validation_ndcg", None))]
 
-    def wrap(original: Callable[..., Callable[[], float] | None]) -> Callable[..., Callable[[], float] | None]:
-        def reporting(*args: Any, **kwargs: Any) -> Callable[[], float] | None:
-            validate = original(*args, **kwargs)
-            if validate is None:
-                return None
+    def report(record: dict[str, float]) -> None:
+        if "valid" not in record:
+            return
+        value, step = record["valid"], next(steps)
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"validation {METRIC} {value:.4f} after epoch {step + 1} is below "
+                                     f"the median of earlier trials")
 
-            def score() -> float:
-                value, step = validate(), next(steps)
-                trial.report(value, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"validation {METRIC} {value:.4f} after epoch {step + 1} is below "
-                                             f"the median of earlier trials")
-                return value
-
-            return score
-
-        return reporting
-
-    with contextlib.ExitStack() as stack:
-        for module in patched:
-            stack.enter_context(mock.patch.object(module, "validation_ndcg", wrap(module.validation_ndcg)))
-        yield
+    return epoch_listener(report)
 
 
 @contextlib.contextmanager

@@ -10,15 +10,21 @@ resumes where it stopped and ends with the same numbers as an uninterrupted one.
 Given a `WorkerGroup` of several processes (see xscene_lib.training.distributed), every process draws the same batches,
 computes the loss of its own rows through DDP, validates on rank 0 only and receives that score, so early
 stopping agrees everywhere; only rank 0 writes checkpoints, and every process can resume from them.
+
+Code that fits a model without seeing its training loop (a tuner that prunes poor trials) can follow it with
+`epoch_listener(callback)`: every epoch finished inside the block calls `callback(record)` on the main
+process, and an exception raised there stops the training.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import contextvars
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,8 @@ from xscene_lib.data.store import write_atomically
 
 LAST = "last.safetensors"  # model + optimizer + random state after the latest finished epoch
 BEST = "best.safetensors"  # model weights of the best validation epoch
+EpochListener = Callable[[dict[str, float]], None]
+_LISTENERS: contextvars.ContextVar[tuple[EpochListener, ...]] = contextvars.ContextVar("epoch_listeners", default=())
 
 
 @dataclass
@@ -50,6 +58,16 @@ class TrainHistory:
     def frame(self) -> pd.DataFrame:
         """One row per epoch: epoch, loss, valid (if validated), seconds."""
         return pd.DataFrame(self.epochs)
+
+
+@contextmanager
+def epoch_listener(listener: EpochListener) -> Iterator[None]:
+    """Call `listener(record)` after every epoch that finishes inside the block (record: epoch, loss, valid)."""
+    token = _LISTENERS.set((*_LISTENERS.get(), listener))
+    try:
+        yield
+    finally:
+        _LISTENERS.reset(token)
 
 
 def seeded_generator(seed: int) -> np.random.Generator:
@@ -116,6 +134,8 @@ def _train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Ite
             record["valid"] = workers.from_main(lambda: _validated(validate))
         record["seconds"] = time.perf_counter() - started
         history.epochs.append(record)
+        for listener in _LISTENERS.get() if workers.is_main else ():
+            listener(dict(record))
         score = record.get("valid", -record["loss"])
         if score > history.best_score:
             history.best_epoch, history.best_score = epoch + 1, score
