@@ -40,13 +40,13 @@ def one_thread():
 
 
 def _toy_dataset(n: int = 101) -> Dataset:
-    """n interactions over 3 scenarios, ratings 1..5, users with gender/occupation, items with genres."""
+    """n interactions over 3 scenarios, ratings 1..5, users with gender/occupation/zip/age, items with genres."""
     rng = np.random.default_rng(5)
     interactions = pd.DataFrame({"user_id": np.arange(n) % 9, "item_id": np.arange(n) % 7,
                                  "scenario": np.array(["x", "y", "z"])[np.arange(n) % 3],
                                  "timestamp": np.arange(n), "rating": rng.integers(1, 6, n).astype(float)})
     users = pd.DataFrame({"user_id": range(9), "gender": list("MFMFMFMFM"), "occupation": ["a", "b", "c"] * 3,
-                          "age": [20] * 9})
+                          "zip_code": ["0", "1", "2"] * 3, "age": [18, 25, 35] * 3, "nickname": ["n"] * 9})
     items = pd.DataFrame({"item_id": range(7), "text": [f"movie {i}" for i in range(7)],
                           "genres": ["Drama|Comedy", "Drama", "", "Action", "Comedy", "Action|Drama", "Drama"]})
     return Dataset.from_frames(interactions, items, users, scenarios=["z", "x", "y"])
@@ -64,8 +64,9 @@ def test_split_has_exact_sizes_loses_and_repeats_no_row_and_labels_by_threshold(
     assert (together["label"] == (together["rating"] > 3)).all() and set(together["label"]) == {0, 1}
     assert list(split.train["scenario"].cat.categories) == ["z", "x", "y"]  # the dataset's order
     row = together.set_index("item_id").loc[0].iloc[0]
-    assert row["genres"] == "Drama|Comedy" and {"gender", "occupation"} <= set(together.columns)
-    assert "age" not in together.columns  # only the documented features travel
+    assert row["genres"] == "Drama|Comedy" and {"gender", "occupation", "zip_code"} <= set(together.columns)
+    assert together.set_index("user_id").loc[1, "age"].iloc[0] == 25.0  # a number, not a category
+    assert "nickname" not in together.columns  # only the documented features travel
 
 
 def test_split_is_deterministic_per_seed_and_follows_fractions_and_threshold() -> None:
@@ -122,17 +123,17 @@ def test_a_constant_predictor_scores_auc_one_half_and_a_perfect_one_auc_one() ->
 
 def test_partitioned_norm_normalises_each_scenario_with_its_own_moments() -> None:
     torch.manual_seed(0)
-    x = torch.cat([torch.randn(60, 3) * 2 + 5, torch.randn(40, 3) - 3])  # (100, 3): scenario 0, then 1
-    scenario = torch.tensor([0] * 60 + [1] * 40)
+    first, second = torch.randn(60, 3) * 2 + 5, torch.randn(40, 3) - 3  # the rows of scenarios 0 and 1
     norm = PartitionedNorm(3, 2, momentum=0.5)
-    y = norm(x, scenario)
-    for rows in (slice(0, 60), slice(60, 100)):
-        assert torch.allclose(y[rows].mean(dim=0), torch.zeros(3), atol=1e-5)
-        assert torch.allclose(y[rows].var(dim=0, unbiased=False), torch.ones(3), atol=1e-3)
-    assert torch.allclose(norm.running_mean[1], 0.5 * x[60:].mean(dim=0))  # moved halfway from 0
+    for s, rows in enumerate((first, second)):
+        y = norm(rows, s)
+        assert torch.allclose(y.mean(dim=0), torch.zeros(3), atol=1e-5)
+        assert torch.allclose(y.var(dim=0, unbiased=False), torch.ones(3), atol=1e-3)
+    assert torch.allclose(norm.running_mean[1], 0.5 * second.mean(dim=0))  # moved halfway from 0
+    assert torch.allclose(norm.running_mean[0], 0.5 * first.mean(dim=0))  # each scenario its own
     norm.eval()
-    expected = (x[:2] - norm.running_mean[0]) / torch.sqrt(norm.running_var[0] + 1e-5)  # learned scales start at 1
-    assert torch.allclose(norm(x[:2], scenario[:2]), expected)
+    expected = (first[:2] - norm.running_mean[0]) / torch.sqrt(norm.running_var[0] + 1e-5)  # learned scales start at 1
+    assert torch.allclose(norm(first[:2], 0), expected)
 
 
 def test_star_layer_weights_are_shared_times_scenario_and_biases_their_sum() -> None:
@@ -142,8 +143,18 @@ def test_star_layer_weights_are_shared_times_scenario_and_biases_their_sum() -> 
         layer.scenario_bias[1] += 1.0
     x = torch.randn(5, 4)
     shared = x @ layer.weight + layer.bias  # (5, 3)
-    assert torch.allclose(layer(x, torch.zeros(5, dtype=torch.long)), shared)
-    assert torch.allclose(layer(x, torch.ones(5, dtype=torch.long)), x @ (2 * layer.weight) + layer.bias + 1.0)
+    assert torch.allclose(layer(x, 0), shared, atol=1e-6)
+    assert torch.allclose(layer(x, 1), x @ (2 * layer.weight) + layer.bias + 1.0, atol=1e-6)
+
+
+def test_star_network_gives_each_row_its_logit_whatever_the_row_order(flips: dict) -> None:
+    model = STAR(**{**FAST, "num_epochs": 2}).fit(flips["train"])
+    test = flips["test"]
+    shuffled = test.sample(frac=1.0, random_state=3)
+    np.testing.assert_allclose(model.predict_proba(shuffled), pd.Series(model.predict_proba(test), index=test.index)
+                               .loc[shuffled.index].to_numpy(), rtol=1e-5)
+    one_scenario = test[test["scenario"] == test["scenario"].iloc[0]]  # groups of other scenarios are empty
+    assert model.predict_proba(one_scenario).shape == (len(one_scenario),)
 
 
 # --- the models ------------------------------------------------------------------------------------
@@ -276,10 +287,14 @@ def test_missing_columns_and_bad_labels_are_clear_errors(flips: dict) -> None:
 def test_side_features_used_in_fit_are_required_at_predict_time() -> None:
     split = click_through_split(_toy_dataset(300))
     model = SharedBottom(**{**FAST, "num_epochs": 1}).fit(split.train)
-    assert len(model.network_.embed.categories) == 2 and model.network_.embed.genres is not None
+    assert len(model.network_.embed.categories) == 3 and model.network_.embed.genres is not None
+    assert model.features_.numeric == {"age": (18.0, 35.0)}  # the training range scales age
+    scaled = model.features_.encode(split.test.assign(age=[10.0, 18.0, 25.0, 35.0, 99.0, np.nan] * 5))["numbers"]
+    assert scaled[:6, 0].tolist() == pytest.approx([0.0, 0.0, 7 / 17, 1.0, 1.0, 0.0])  # clipped; missing -> 0
     assert model.predict_proba(split.test).shape == (len(split.test),)
-    with pytest.raises(DataError, match="occupation"):
-        model.predict_proba(split.test.drop(columns="occupation"))
+    for column in ("occupation", "zip_code", "age"):
+        with pytest.raises(DataError, match=column):
+            model.predict_proba(split.test.drop(columns=column))
 
 
 def test_joint_model_switches_and_item_vectors_are_checked(flips: dict, item_vectors: pd.DataFrame) -> None:

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError
-from xscene_lib.evaluation import format_interval, over_seeds, paired_bootstrap, seed_summary, verdict
+from xscene_lib.evaluation import (format_interval, over_seeds, paired_bootstrap, seed_paired_difference,
+                                   seed_summary, verdict)
 
 
 def _per_row(difference: float, n_users: int = 400, noise: float = 0.1, seed: int = 0) -> pd.DataFrame:
@@ -105,3 +106,18 @@ def test_format_interval_signs_both_ends_with_the_digits_asked():
                                        (0.0, "0.1", 4, "high=.*finite"), (0.0, 0.1, -1, "digits=.*integer >= 0")]:
         with pytest.raises(DataError, match=message):
             format_interval(low, high, digits)
+
+
+def test_seed_paired_difference_is_the_t_interval_of_the_seeds_differences() -> None:
+    rows = [("a", s, "x", 0.80 + 0.01 * s) for s in range(3)] + [("b", s, "x", 0.81 + 0.01 * s + d)
+                                                                   for s, d in zip(range(3), (0.0, 0.002, -0.002))]
+    results = pd.DataFrame(rows, columns=["model", "seed", "scenario", "auc"])
+    table = seed_paired_difference(results, "auc", "a", "b")
+    half = 4.302652729911275 * 0.002 / np.sqrt(3)  # t(0.975, 2 d.f.) * sd of (0.010, 0.012, 0.008) / sqrt(3)
+    assert table.loc[0, "difference"] == pytest.approx(0.01)
+    assert (table.loc[0, "ci_low"], table.loc[0, "ci_high"]) == pytest.approx((0.01 - half, 0.01 + half))
+    assert table.loc[0, "seeds"] == 3
+    one_seed = seed_paired_difference(results[results["seed"] == 0], "auc", "a", "b")
+    assert one_seed.loc[0, "seeds"] == 1 and np.isnan(one_seed.loc[0, "ci_low"])  # no interval from one seed
+    with pytest.raises(DataError, match="lack model 'c'"):
+        seed_paired_difference(results, "auc", "a", "c")

@@ -144,3 +144,17 @@ def test_an_epoch_listener_sees_every_epoch_inside_its_block_only() -> None:
         raise KeyboardInterrupt
     with epoch_listener(stop), pytest.raises(KeyboardInterrupt):
         train(net, batches, loss, num_epochs=3, show_progress=False)
+
+
+def test_lr_decay_lowers_the_step_every_step_epochs() -> None:
+    weight = torch.nn.Parameter(torch.zeros(()))
+    holder = torch.nn.Module()
+    holder.weight = weight
+    # a constant gradient of 1: each Adam step moves the weight by the learning rate of its epoch
+    train(holder, lambda rng: [None], lambda batch: holder.weight * 1.0, num_epochs=4, learning_rate=0.1,
+          lr_decay=(2, 0.5), patience=10, show_progress=False)
+    assert weight.item() == pytest.approx(-(0.1 + 0.1 + 0.05 + 0.05), abs=1e-5)
+    with pytest.raises(DataError, match=r"lr_decay must be \(step, gamma\)"):
+        train(holder, lambda rng: [None], lambda batch: holder.weight * 1.0, lr_decay=0.5, show_progress=False)
+    with pytest.raises(DataError, match=r"lr_decay\[1\]"):
+        train(holder, lambda rng: [None], lambda batch: holder.weight * 1.0, lr_decay=(2, 0), show_progress=False)

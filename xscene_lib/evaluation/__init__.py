@@ -12,6 +12,7 @@ _EXPORTS = {
     "format_interval": "intervals",
     "over_seeds": "intervals",
     "paired_bootstrap": "intervals",
+    "seed_paired_difference": "intervals",
     "seed_summary": "intervals",
     "verdict": "intervals",
     # metrics

@@ -4,7 +4,9 @@ Every claim in the book compares two models on the same test rows. `paired_boots
 users with replacement (a user's rows stay together) and reports the mean difference B - A with
 its percentile confidence interval and a two-sided bootstrap p-value. `over_seeds` gives the mean
 and standard deviation of a metric across training seeds (`seed_summary` as a table of cells), and
-`verdict` turns an interval into the words the book may use about it.
+`verdict` turns an interval into the words the book may use about it. Where no per-user rows exist (the
+click-through protocol scores AUC over all test rows, and its split is redrawn with every seed),
+`seed_paired_difference` pairs two models by seed and gives a t interval over the seeds' differences.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from xscene_lib.data.validation import DataError, check_int, check_number, require_columns
 
@@ -35,6 +38,31 @@ def seed_summary(results: pd.DataFrame, metrics: Sequence[str], by: str = "model
         spread["cell"] = spread["mean"].map("{:.4f}".format) + " ± " + spread["std"].map("{:.4f}".format)
         cells[metric] = spread.pivot(index=by, columns="scenario", values="cell")
     return pd.concat(cells, axis=1)
+
+
+def seed_paired_difference(results: pd.DataFrame, metric: str, baseline: str, candidate: str, *,
+                           by: Sequence[str] = ("scenario",), confidence: float = 0.95) -> pd.DataFrame:
+    """candidate - baseline per group, paired by seed: mean difference and its t interval over the seeds.
+
+    results has columns model, seed, `metric` and `by`; with one common seed the interval is NaN (no claim).
+    """
+    groups = list(by)
+    _require(results, ["model", "seed", *groups, metric], "results")
+    check_number("seed_paired_difference", "confidence", confidence, above=0, below=1)
+    wide = results[results["model"].isin([baseline, candidate])].pivot_table(
+        index=[*groups, "seed"], columns="model", values=metric, observed=True, sort=False)
+    missing = [name for name in (baseline, candidate) if name not in wide.columns]
+    if missing:
+        raise DataError(f"results lack model {missing[0]!r}; found {sorted(results['model'].unique())}")
+    differences = (wide[candidate] - wide[baseline]).dropna().rename("difference").reset_index()
+    rows = []
+    for key, part in differences.groupby(groups, observed=True, sort=False):
+        n, mean = len(part), float(part["difference"].mean())
+        half = (stats.t.ppf((1 + confidence) / 2, n - 1) * part["difference"].std(ddof=1) / np.sqrt(n)
+                if n > 1 else np.nan)
+        rows.append({**dict(zip(groups, key if isinstance(key, tuple) else (key,))), "difference": mean,
+                     "ci_low": mean - half, "ci_high": mean + half, "seeds": n})
+    return pd.DataFrame(rows)
 
 
 def verdict(ci_low: float, ci_high: float, above: str = "above zero", below: str = "below zero",

@@ -7,16 +7,20 @@ All three read the same features and share one estimator API (scikit-learn style
     model.evaluate(split.test)                                      # AUC and log loss per scenario and "all"
 
 Features of a row: the user id, the item id and the scenario, each embedded in `dim` numbers, plus
-the user's `gender` and `occupation` (one embedding each) and the item's `genres` (the mean of its
-genre embeddings) when the training frame has those columns. Raw ids and category values stay
+the user's `gender`, `occupation` and `zip_code` (one embedding each), the user's `age` (min-max scaled on
+the training rows, as one number) and the item's `genres` (the mean of its genre embeddings) when the
+training frame has those columns. Raw ids and category values stay
 outside; the fitted model owns the maps to indices. Index 0 of every map is "unknown": users,
 items and category values not seen in training map there, and its embedding is fixed at zero (an
 unseen item's text is not used either). A scenario not seen in training is an error. Given
 `item_vectors` (rows indexed by item_id), an item's embedding also adds a learned projection of
 its vector (JointCTR(use_text=False) ignores them).
 
-Training minimises binary cross-entropy with `xscene_lib.training.loop.train`; with `valid` it keeps the
-epoch of best validation AUC (over all scenarios) and stops after `patience` epochs without one.
+Training minimises binary cross-entropy with `xscene_lib.training.loop.train_module` (Adam with weight decay,
+the learning rate decayed by `lr_decay`); with `valid` it keeps the epoch of best validation AUC (over all
+scenarios) and stops after `patience` epochs without one. The defaults are the settings of the Scenario-Wise
+Rec benchmark's ml-1m script: 16-d embeddings, batch 4,096, learning rate 1e-3, weight decay 1e-5, decay 0.85
+every 2 epochs, patience 4, at most 20 epochs, batch normalisation in the MLPs and no dropout.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from xscene_lib.models.ctr_networks import Batch, FeatureEmbedding, JointNetwork, SharedBottomNetwork, StarNetwork
-from xscene_lib.models.ctr_protocol import GENRE_SEPARATOR, ITEM_FEATURES, USER_FEATURES, click_through_table
+from xscene_lib.models.ctr_protocol import (GENRE_SEPARATOR, ITEM_FEATURES, NUMERIC_USER_FEATURES, USER_FEATURES,
+                                            click_through_table)
 from xscene_lib.data.validation import DataError, check_flag, check_number, check_positive_int, require_columns
 from xscene_lib.models.base import NotFittedError
 from xscene_lib.models.fitting import run_key
@@ -51,6 +56,7 @@ class Features:
     scenarios: list[str]
     categories: dict[str, list[str]]  # column -> known values (index = position + 1)
     genres: list[str]  # the multi-hot vocabulary of the `genres` column ([] without one)
+    numeric: dict[str, tuple[float, float]]  # column -> (min, max) over the training rows
 
     @classmethod
     def learn(cls, train: pd.DataFrame) -> Features:
@@ -61,12 +67,14 @@ class Features:
         categories = {c: sorted(train[c].astype("str").unique()) for c in USER_FEATURES if c in train.columns}
         every = GENRE_SEPARATOR.join(train["genres"].astype("str").unique()) if "genres" in train.columns else ""
         genres = sorted(set(every.split(GENRE_SEPARATOR)) - {""})
+        numeric = {c: (float(train[c].min()), float(train[c].max())) for c in NUMERIC_USER_FEATURES
+                   if c in train.columns and pd.api.types.is_numeric_dtype(train[c]) and train[c].notna().any()}
         return cls(np.unique(train["user_id"].to_numpy(np.int64)), np.unique(train["item_id"].to_numpy(np.int64)),
-                   scenarios, categories, genres)
+                   scenarios, categories, genres, numeric)
 
     def encode(self, frame: pd.DataFrame) -> Batch:
         """Index tensors of a frame's rows (plus `label` if the frame has one); unknown values map to 0."""
-        needed = [*ID_COLUMNS, *self.categories, *(ITEM_FEATURES if self.genres else ())]
+        needed = [*ID_COLUMNS, *self.categories, *self.numeric, *(ITEM_FEATURES if self.genres else ())]
         _check_columns(frame, needed, "the frame to score")
         names = frame["scenario"].astype("str").to_numpy()
         scenario = pd.Index(self.scenarios).get_indexer(names)
@@ -78,17 +86,29 @@ class Features:
                  "item": pd.Index(self.item_ids).get_indexer(frame["item_id"].to_numpy(np.int64)) + 1,
                  "scenario": scenario,
                  "categories": np.stack(columns, axis=1) if columns else np.zeros((len(frame), 0)),
-                 "genres": self._genre_rows(frame)}
+                 "genres": self._genre_rows(frame), "numbers": self._number_rows(frame)}
         if "label" in frame.columns:
             batch["label"] = frame["label"].to_numpy(np.float32)
-        return {k: torch.as_tensor(v, dtype=torch.float32 if k in ("genres", "label") else torch.long)
+        return {k: torch.as_tensor(v, dtype=torch.float32 if k in ("genres", "numbers", "label") else torch.long)
                 for k, v in batch.items()}
 
     def embedding(self, dim: int, item_vectors: np.ndarray | None = None, use_item_id: bool = True) -> FeatureEmbedding:
         """A fresh embedding sized for these vocabularies."""
         return FeatureEmbedding(len(self.user_ids), len(self.item_ids), len(self.scenarios),
-                                [len(known) for known in self.categories.values()], len(self.genres), dim,
-                                item_vectors, use_item_id)
+                                [len(known) for known in self.categories.values()], len(self.genres),
+                                len(self.numeric), dim, item_vectors, use_item_id)
+
+    def _number_rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """The numeric features min-max scaled with the training range, clipped to [0, 1], missing 0.
+
+        shape: (n, n_numeric).
+        """
+        columns = []
+        for column, (low, high) in self.numeric.items():
+            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+            scaled = np.clip((values - low) / (high - low) if high > low else values * 0.0, 0.0, 1.0)
+            columns.append(np.nan_to_num(scaled, nan=0.0))
+        return np.stack(columns, axis=1) if columns else np.zeros((len(frame), 0))
 
     def _genre_rows(self, frame: pd.DataFrame) -> np.ndarray:
         """Multi-hot genres of each row, each row summing to one (or zero). shape: (n, n_genres)."""
@@ -103,14 +123,19 @@ class Features:
 class ClickModel:
     """Base of the click-through estimators: settings, fitting with the shared loop, prediction and scores."""
 
-    def __init__(self, dim: int = 16, hidden: Sequence[int] = (128, 64), dropout: float = 0.1, num_epochs: int = 15,
-                 learning_rate: float = 1e-2, batch_size: int = 4096, patience: int = 2, seed: int = 0,
-                 checkpoint_dir: str | Path | None = None, show_progress: bool = False) -> None:
+    def __init__(self, dim: int = 16, hidden: Sequence[int] = (128, 64, 32), dropout: float = 0.0,
+                 batch_norm: bool = True, num_epochs: int = 20, learning_rate: float = 1e-3,
+                 weight_decay: float = 1e-5, lr_decay: tuple[int, float] | None = (2, 0.85), batch_size: int = 4096,
+                 patience: int = 4, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                 show_progress: bool = False) -> None:
         self.dim = dim
         self.hidden = hidden
         self.dropout = dropout
+        self.batch_norm = batch_norm
         self.num_epochs = num_epochs
         self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.lr_decay = lr_decay
         self.batch_size = batch_size
         self.patience = patience
         self.seed = seed
@@ -155,7 +180,8 @@ class ClickModel:
 
         self.history_: TrainHistory = train_module(
             network, batches, loss, validate=None if held_out is None else validate, num_epochs=self.num_epochs,
-            learning_rate=self.learning_rate, patience=self.patience, seed=self.seed,
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay, lr_decay=self.lr_decay,
+            patience=self.patience, seed=self.seed,
             checkpoint_dir=self.checkpoint_dir, run_key=run_key(self, *arrays, vectors),
             show_progress=self.show_progress, description=type(self).__name__)
         self.features_, self.network_ = features, network
@@ -174,7 +200,8 @@ class ClickModel:
             check_positive_int(owner, f"hidden[{position}]", width,
                                hint=f"hidden holds layer widths, e.g. (128, 64); got {hidden!r}")
         check_number(owner, "dropout", self.dropout, minimum=0, below=1)
-        check_flag(owner, "show_progress", self.show_progress)
+        for name in ("show_progress", "batch_norm"):
+            check_flag(owner, name, getattr(self, name))
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Click probability of each row (user_id, item_id, scenario and the side features used in fit).
@@ -195,30 +222,39 @@ class ClickModel:
 class SharedBottom(ClickModel):
     """Shared embeddings and bottom MLP, one tower per scenario (hidden[-1] is the towers' width)."""
 
+    def __init__(self, dim: int = 16, hidden: Sequence[int] = (128, 8), dropout: float = 0.0,
+                 batch_norm: bool = True, num_epochs: int = 20, learning_rate: float = 1e-3,
+                 weight_decay: float = 1e-5, lr_decay: tuple[int, float] | None = (2, 0.85), batch_size: int = 4096,
+                 patience: int = 4, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                 show_progress: bool = False) -> None:
+        super().__init__(dim, hidden, dropout, batch_norm, num_epochs, learning_rate, weight_decay, lr_decay,
+                         batch_size, patience, seed, checkpoint_dir, show_progress)
+
     def _network(self, embed: FeatureEmbedding, n_scenarios: int) -> nn.Module:
-        return SharedBottomNetwork(embed, n_scenarios, self.hidden, self.dropout)
+        return SharedBottomNetwork(embed, n_scenarios, self.hidden, self.dropout, self.batch_norm)
 
 
 class STAR(ClickModel):
     """Star topology (Sheng et al. 2021) with partitioned normalisation and an auxiliary scenario network."""
 
     def _network(self, embed: FeatureEmbedding, n_scenarios: int) -> nn.Module:
-        return StarNetwork(embed, n_scenarios, self.hidden, self.dropout)
+        return StarNetwork(embed, n_scenarios, self.hidden, self.dropout, self.batch_norm)
 
 
 class JointCTR(ClickModel):
-    """The joint model, pointwise: item = projected text vector + ID embedding, FiLM and an embedding per scenario.
+    """The joint model, pointwise: item = projected text vector + ID embedding; STAR layers plus an FM term.
 
     use_text=False leaves the text out (no item_vectors needed); use_id=False leaves out the item
     ID embedding (users keep theirs: they have no text).
     """
 
-    def __init__(self, dim: int = 16, hidden: Sequence[int] = (128, 64), dropout: float = 0.1, num_epochs: int = 15,
-                 learning_rate: float = 1e-2, batch_size: int = 4096, patience: int = 2, seed: int = 0,
-                 checkpoint_dir: str | Path | None = None, show_progress: bool = False, use_text: bool = True,
-                 use_id: bool = True) -> None:
-        super().__init__(dim, hidden, dropout, num_epochs, learning_rate, batch_size, patience, seed,
-                         checkpoint_dir, show_progress)
+    def __init__(self, dim: int = 16, hidden: Sequence[int] = (128, 64, 32), dropout: float = 0.0,
+                 batch_norm: bool = True, num_epochs: int = 20, learning_rate: float = 1e-3,
+                 weight_decay: float = 1e-5, lr_decay: tuple[int, float] | None = (2, 0.85), batch_size: int = 4096,
+                 patience: int = 4, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                 show_progress: bool = False, use_text: bool = True, use_id: bool = True) -> None:
+        super().__init__(dim, hidden, dropout, batch_norm, num_epochs, learning_rate, weight_decay, lr_decay,
+                         batch_size, patience, seed, checkpoint_dir, show_progress)
         self.use_text = use_text
         self.use_id = use_id
 
@@ -239,7 +275,7 @@ class JointCTR(ClickModel):
         return features.embedding(self.dim, vectors if self.use_text else None, use_item_id=self.use_id)
 
     def _network(self, embed: FeatureEmbedding, n_scenarios: int) -> nn.Module:
-        return JointNetwork(embed, n_scenarios, self.hidden, self.dropout)
+        return JointNetwork(embed, n_scenarios, self.hidden, self.dropout, self.batch_norm)
 
 
 def _logits(network: nn.Module, data: Batch) -> torch.Tensor:

@@ -5,8 +5,11 @@ Every rated interaction becomes one example whose label says whether the user li
 random into train, valid and test, and a model's predicted click probabilities are scored by AUC
 and log loss in each scenario and over all scenarios together.
 
-The split frames carry the features the click-through models use besides the ids: the user's
-`gender` and `occupation` and the item's `genres` ("|"-separated), where the dataset has them.
+The split frames carry the features the click-through models use besides the ids, where the dataset has
+them: the user's `gender`, `occupation` and `zip_code` (categories), the user's `age` (a number) and the
+item's `genres` ("|"-separated). These are the features of the benchmark's script
+(scripts/run_movielens_rank_multi_domain.py in Xiaopengli1/Scenario-Wise-Rec), except that it keeps only
+an item's first genre.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from xscene_lib.data.dataset import Dataset, Split
 from xscene_lib.data.validation import DataError, check_int, check_number
 
-USER_FEATURES = ("gender", "occupation")  # one category per user
+USER_FEATURES = ("gender", "occupation", "zip_code")  # one category per user
+NUMERIC_USER_FEATURES = ("age",)  # one number per user (scaled to [0, 1] on the training rows by the models)
 ITEM_FEATURES = ("genres",)  # several categories per item, "|"-separated
 GENRE_SEPARATOR = "|"
 
@@ -77,13 +81,17 @@ def _labels(ratings: pd.Series, threshold: float) -> pd.Series:
 
 def _with_features(dataset: Dataset) -> pd.DataFrame:
     """The interactions with the user and item feature columns the dataset has."""
-    frame = dataset.interactions.drop(columns=[c for c in (*USER_FEATURES, *ITEM_FEATURES, "label")
-                                               if c in dataset.interactions.columns])
+    features = (*USER_FEATURES, *NUMERIC_USER_FEATURES, *ITEM_FEATURES, "label")
+    frame = dataset.interactions.drop(columns=[c for c in features if c in dataset.interactions.columns])
     for table, key, columns in ((dataset.users, "user_id", USER_FEATURES), (dataset.items, "item_id", ITEM_FEATURES)):
         present = [column for column in columns if column in table.columns]
         if present:
             values = table.set_index(key)[present].fillna("").astype("str")  # missing -> "" (no category)
             frame = frame.join(values, on=key)
+    numeric = [column for column in NUMERIC_USER_FEATURES if column in dataset.users.columns
+               and pd.api.types.is_numeric_dtype(dataset.users[column])]
+    if numeric:
+        frame = frame.join(dataset.users.set_index("user_id")[numeric].astype("float64"), on="user_id")
     return frame
 
 

@@ -80,11 +80,16 @@ def train_module(module: torch.nn.Module, batches: Callable[[np.random.Generator
           loss: Callable[[Any], torch.Tensor], *, validate: Callable[[], float] | None = None,
           num_epochs: int = 30, learning_rate: float = 1e-3, weight_decay: float = 0.0, patience: int = 3,
           seed: int = 0, checkpoint_dir: str | Path | None = None, run_key: str = "",
-          show_progress: bool = True, description: str = "training", workers: WorkerGroup = SINGLE) -> TrainHistory:
-    """Train `module` with Adam on `loss` over `batches`; return the history, best weights loaded."""
+          show_progress: bool = True, description: str = "training", workers: WorkerGroup = SINGLE,
+          lr_decay: tuple[int, float] | None = None) -> TrainHistory:
+    """Train `module` with Adam on `loss` over `batches`; return the history, best weights loaded.
+
+    lr_decay=(step, gamma) multiplies the learning rate by gamma every `step` epochs (epoch e runs at
+    learning_rate * gamma ** (e // step)); None keeps it constant.
+    """
     try:
         return _train(module, batches, loss, validate, num_epochs, learning_rate, weight_decay, patience, seed,
-                      checkpoint_dir, run_key, show_progress and workers.is_main, description, workers)
+                      checkpoint_dir, run_key, show_progress and workers.is_main, description, workers, lr_decay)
     except RuntimeError as error:  # DDP's backward reports a failed gloo/NCCL exchange as a plain RuntimeError
         if workers.is_distributed and is_collective_failure(error):
             raise collective_failure(error, workers) from error
@@ -94,18 +99,21 @@ def train_module(module: torch.nn.Module, batches: Callable[[np.random.Generator
 def _train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Iterable[Any]],
            loss: Callable[[Any], torch.Tensor], validate: Callable[[], float] | None, num_epochs: int,
            learning_rate: float, weight_decay: float, patience: int, seed: int, checkpoint_dir: str | Path | None,
-           run_key: str, show_progress: bool, description: str, workers: WorkerGroup) -> TrainHistory:
+           run_key: str, show_progress: bool, description: str, workers: WorkerGroup,
+           lr_decay: tuple[int, float] | None) -> TrainHistory:
     """The loop of `train_module`, on one process or on each process of `workers`."""
     for name, value in (("num_epochs", num_epochs), ("patience", patience)):
         check_positive_int(None, name, value)
     check_number(None, "learning_rate", learning_rate, positive=True)
     check_number(None, "weight_decay", weight_decay, positive=False)
+    step_size, gamma = _checked_decay(lr_decay)
     rng = seeded_generator(seed)
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
     history = TrainHistory()
     best_state = _copy_state(module)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(module, learning_rate, weight_decay, seed, run_key)
+    fingerprint = _fingerprint(module, learning_rate, weight_decay, seed,
+                               run_key if lr_decay is None else f"{run_key}|lr_decay={step_size},{gamma!r}")
     if folder is not None and (folder / LAST).is_file():
         history, rng = _resume(folder, module, optimizer, fingerprint)
         best_state = load_file(str(folder / BEST)) if (folder / BEST).is_file() else _copy_state(module)
@@ -115,6 +123,8 @@ def _train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Ite
                unit="epoch", leave=False)
     while len(history.epochs) < num_epochs and not history.stopped_early:
         epoch, started = len(history.epochs), time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate * gamma ** (epoch // step_size)
         module.train()
         total, count = 0.0, 0
         for batch in batches(rng):
@@ -152,6 +162,17 @@ def _train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Ite
     module.load_state_dict(best_state)
     module.eval()
     return history
+
+
+def _checked_decay(lr_decay: tuple[int, float] | None) -> tuple[int, float]:
+    """(step, gamma) of a learning-rate decay, (1, 1.0) for none; a clear error for a malformed one."""
+    if lr_decay is None:
+        return 1, 1.0
+    if not isinstance(lr_decay, (tuple, list)) or len(lr_decay) != 2:
+        raise DataError(f"lr_decay must be (step, gamma), e.g. (2, 0.85), or None; got {lr_decay!r}")
+    check_positive_int(None, "lr_decay[0]", lr_decay[0], hint="the decay's step in epochs, e.g. 2")
+    check_number(None, "lr_decay[1]", lr_decay[1], positive=True, hint="the decay's factor, e.g. 0.85")
+    return int(lr_decay[0]), float(lr_decay[1])
 
 
 def _validated(validate: Callable[[], float]) -> float:
