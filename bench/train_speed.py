@@ -183,12 +183,12 @@ def run_all(models: list[str], names: list[str], threads: int | None, lengths: l
 
 def report(rows: list[dict[str, object]], load_at_start: float) -> None:
     """Print the table, the vectors used, and the last line of figures against the targets."""
-    print(f"{'dataset':8} {'model':9} {'length':>6} {'train rows':>10} {'threads':>7} {'s/epoch':>8} {'x ref':>6} "
+    print(f"{'dataset':8} {'model':17} {'length':>6} {'train rows':>10} {'threads':>7} {'s/epoch':>8} {'x ref':>6} "
           f"{'epochs':>6} {'best':>4} {'fit s':>7} {'peak MiB':>9} {'best valid':>10} {'test AUC':>8}")
     for row in rows:
         peak = f"{'<=' if row['peak_is_bound'] else ''}{row['peak_mib']:.0f}"
         length, ratio = row.get("length"), row.get("x_ref")
-        print(f"{row['dataset']:8} {row['model']:9} {'-' if length is None else length:>6} {row['interactions']:>10,} "
+        print(f"{row['dataset']:8} {row['model']:17} {'-' if length is None else length:>6} {row['interactions']:>10,} "
               f"{row['threads']:>7} {row['s_per_epoch']:>8.2f} {'-' if ratio is None else f'{ratio:.2f}':>6} "
               f"{row['epochs']:>6} {row['best_epoch']:>4} {row['fit_s']:>7.1f} {peak:>9} "
               f"{row['best_valid']:>10.4f} {row.get('test_auc', float('nan')):>8.4f}")
