@@ -51,6 +51,8 @@ def test_notebook_is_clean_and_parameterised(path: Path) -> None:
     parameters = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(parameters) == 1, f"{path.name}: {len(parameters)} cells tagged 'parameters', expected exactly one"
     assert "smoke" in _source(parameters[0]), f"{path.name}: the parameters cell does not set `smoke`"
+    unnamed = [index for index, cell in enumerate(cells) if not cell.get("id")]
+    assert not unnamed, f"{path.name}: cells {unnamed} have no id (nbformat 4.5 needs one per cell)"
     for index, cell in enumerate(cells):
         if cell["cell_type"] != "code":
             continue
