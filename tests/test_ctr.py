@@ -339,3 +339,11 @@ def test_a_failed_fit_leaves_the_model_unfitted(flips: dict) -> None:
         model.fit(flips["train"].drop(columns="label"))
     with pytest.raises(NotFittedError):
         model.predict_proba(flips["test"])
+
+
+@pytest.mark.parametrize("name", ["SharedBottom", "STAR", "JointCTR-id"])
+def test_a_last_batch_of_one_row_trains(name: str, flips: dict) -> None:
+    train = flips["train"].sample(n=129, random_state=1)  # batches of 128 leave one row; batch norm needs two
+    assert train["label"].nunique() == 2 and train["scenario"].nunique() == flips["train"]["scenario"].nunique()
+    model = MODELS[name](**{**FAST, "num_epochs": 1}).fit(train)
+    assert np.isfinite(model.predict_proba(flips["test"])).all()

@@ -168,8 +168,10 @@ class ClickModel:
         arrays = [tensor.numpy() for part in (data, held_out or {}) for tensor in part.values()]
 
         def batches(rng: np.random.Generator) -> Iterator[torch.Tensor]:
-            order = torch.as_tensor(rng.permutation(len(labels)))
-            yield from order.split(self.batch_size)
+            chunks = list(torch.as_tensor(rng.permutation(len(labels))).split(self.batch_size))
+            if len(chunks) > 1 and len(chunks[-1]) == 1:  # batch normalisation needs two rows: join the last two
+                chunks[-2:] = [torch.cat(chunks[-2:])]
+            yield from chunks
 
         def loss(rows: torch.Tensor) -> torch.Tensor:
             logits = network({key: values[rows] for key, values in data.items()})
