@@ -65,7 +65,11 @@ class FeatureEmbedding(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """The concatenated field embeddings and numeric features of the batch's rows. shape: (B, width)."""
-        return torch.cat([self.fields(batch).flatten(1), batch["numbers"]], dim=1)  # (B, width)
+        return self.flat(self.fields(batch), batch)
+
+    def flat(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Field embeddings (B, F, dim) side by side, then the numeric features. shape: (B, width)."""
+        return torch.cat([fields.flatten(1), batch["numbers"]], dim=1)
 
 
 def _mlp(width: int, hidden: Sequence[int], dropout: float, batch_norm: bool) -> tuple[nn.Sequential, int]:
@@ -191,5 +195,4 @@ class JointNetwork(nn.Module):
         """Logits of the batch's rows: STAR's logit plus the sum of pairwise field interactions. shape: (B,)."""
         fields = self.embed.fields(batch)  # (B, F, dim)
         crosses = 0.5 * (fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)).sum(dim=1)  # (B,) sum_{f<g} <v_f, v_g>
-        flat = torch.cat([fields.flatten(1), batch["numbers"]], dim=1)  # (B, width)
-        return self.star.logits(flat, batch["scenario"]) + crosses
+        return self.star.logits(self.embed.flat(fields, batch), batch["scenario"]) + crosses
