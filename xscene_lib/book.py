@@ -36,6 +36,13 @@ VERSIONS_SHOWN = ("xscene", "torch", "transformers", "numpy", "pandas", "scipy",
 KERNEL_ENVIRONMENT = {"TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore:IProgress not found"}
 
 
+def _kernel_config():  # noqa: ANN202
+    """Kernels talk over local sockets (IPC), not unencrypted TCP ports (and so print no warning about it)."""
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc"}})
+
+
 class _Text(str):
     """A string that shows as itself, without quotes, where the book's prose cites it."""
 
@@ -123,13 +130,12 @@ def _execute_each(notebooks: list[Path], source_dir: Path, target_dir: Path, ker
                   progress: bool, cwd: str | Path | None) -> list[Path]:
     """Run the notebooks one by one, each written atomically; record their wall times."""
     import papermill as pm
-    from tqdm import tqdm
 
     timings: dict[str, float] = {}
     written: list[Path] = []
-    bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
-    for notebook in bar:
-        bar.set_postfix_str(notebook.name)
+    for number, notebook in enumerate(notebooks, start=1):
+        if progress:  # one line per notebook: its name now, its wall time when it ends
+            print(f"[{number:>2}/{len(notebooks)}] {notebook.name:<32}", end="", flush=True)
         target = target_dir / notebook.name
         fd, scratch = tempfile.mkstemp(prefix=f".{notebook.stem}-", suffix=".ipynb", dir=target_dir)
         os.close(fd)
@@ -137,8 +143,10 @@ def _execute_each(notebooks: list[Path], source_dir: Path, target_dir: Path, ker
         try:
             pm.execute_notebook(str(notebook), scratch, parameters={"smoke": smoke}, kernel_name=kernel,
                                 language="python", cwd=str(cwd if cwd is not None else source_dir),
-                                progress_bar=progress, log_output=False, report_mode=False)
+                                progress_bar=False, log_output=False, report_mode=False, config=_kernel_config())
         except Exception as error:  # papermill's PapermillExecutionError, a dead kernel, a timeout...
+            if progress:
+                print(" failed", flush=True)
             failed = target_dir / f"{notebook.stem}.failed.ipynb"
             if Path(scratch).exists():
                 os.replace(scratch, failed)
@@ -150,8 +158,9 @@ def _execute_each(notebooks: list[Path], source_dir: Path, target_dir: Path, ker
         os.replace(scratch, target)
         (target_dir / f"{notebook.stem}.failed.ipynb").unlink(missing_ok=True)
         timings[notebook.stem] = round(time.perf_counter() - start, 2)
+        if progress:
+            print(f" {duration(timings[notebook.stem]):>10}", flush=True)
         written.append(target)
-    bar.close()
     _write_timings(target_dir, timings, smoke)
     return written
 
@@ -206,8 +215,8 @@ def run_record(record: dict, titles: dict[str, str]) -> str:
     lines += [f"| {name} | {found} |" for name, found in package_versions(VERSIONS_SHOWN).items()]
     lines += ["", "| chapter | wall time |", "|---|---:|"]
     chapters = sorted((titles.get(stem, stem), seconds) for stem, seconds in record["seconds"].items())
-    lines += [f"| {title} | {_duration(seconds)} |" for title, seconds in sorted(chapters, key=_section_order)]
-    lines += [f"| **all chapters** | **{_duration(record['total_seconds'])}** |", ""]
+    lines += [f"| {title} | {duration(seconds)} |" for title, seconds in sorted(chapters, key=_section_order)]
+    lines += [f"| **all chapters** | **{duration(record['total_seconds'])}** |", ""]
     return "\n".join(lines)
 
 
@@ -217,7 +226,8 @@ def _section_order(chapter: tuple[str, float]) -> tuple[int, ...]:
     return tuple(int(part) for part in number.group(1).split(".")) if number else (10**6,)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A wall time as the book prints it: "42 s", or "3 min 7 s" from two minutes on."""
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
 
 
@@ -292,47 +302,29 @@ def build_site(smoke: bool, root: str | Path = ".", *, notebooks_dir: str | Path
     ``key_numbers.json`` in `output_dir`; with `check_numbers` they are compared with the record
     ``book/key_numbers.json`` (a full run without a record writes it), and a drift raises `DataError`.
     """
-    root = Path(root)
+    started, root = time.perf_counter(), Path(root)
     notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else root / "notebooks"
     output_dir = Path(output_dir) if output_dir is not None else root / "book" / "executed"
     executed = execute_notebooks(smoke, notebooks_dir, output_dir, progress=progress)
     numbers = save_key_numbers(executed, output_dir / KEY_NUMBERS_FILE, smoke)
     citation = "```bibtex\n" + citation_bibtex(root) + "```\n"
     write_atomically(output_dir / CITATION_FILE, lambda path: path.write_text(citation, encoding="utf-8"))
-    command = [jupyter_book_command(), "build", "--warningiserror", "--keep-going"]
+    # -q: Sphinx's status lines stay off the terminal; its warnings (errors here) still show
+    command = [jupyter_book_command(), "build", "--warningiserror", "--keep-going", "--quiet"]
     if path_output is not None:
         command += ["--path-output", str(path_output)]
     command.append(str(root))
-    completed = subprocess.run(command)
+    if progress:
+        print("building the site with jupyter-book ...", flush=True)
+    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True)  # warnings (stderr) still show
     if completed.returncode != 0:
+        print(completed.stdout, end="")
         raise NotebookError(f"jupyter-book build failed (exit {completed.returncode}): {' '.join(command)}; "
                             "the warnings above are errors (--warningiserror)")
     if check_numbers:
         print(check_key_numbers(numbers, root / "book" / KEY_NUMBERS_FILE, smoke, output_dir / KEY_NUMBERS_FILE))
-    return Path(path_output if path_output is not None else root) / "_build" / "html"
-
-
-# --- a Sphinx extension (listed in _config.yml) -------------------------------------------------
-
-EXECUTED_PREFIX, SOURCE_PREFIX = "book/executed/", "notebooks/"
-
-
-def _launch_from_sources(app, pagename, templatename, context, doctree) -> None:  # noqa: ANN001
-    """Point the launch buttons (Colab) of an executed notebook at its source in notebooks/.
-
-    The book renders the executed copies in book/executed/, which are git-ignored; a launch button
-    must open the committed notebook, notebooks/<name>.ipynb, instead.
-    """
-    if not pagename.startswith(EXECUTED_PREFIX):
-        return
-    for button in context.get("header_buttons", []):
-        if button.get("label") == "launch-buttons":
-            for launch in button.get("buttons", []):
-                if "url" in launch:
-                    launch["url"] = launch["url"].replace(f"/{EXECUTED_PREFIX}", f"/{SOURCE_PREFIX}")
-
-
-def setup(app):  # noqa: ANN001, ANN201
-    """Sphinx entry point: runs after sphinx-book-theme has added its launch buttons (priority 501)."""
-    app.connect("html-page-context", _launch_from_sources, priority=600)
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
+    html = Path(path_output if path_output is not None else root) / "_build" / "html"
+    if progress:
+        print(f"timings per chapter: {output_dir / TIMINGS_FILE}\nsite: {(html / 'index.html').resolve()} (open it "
+              f"in a browser, or `make serve`); total {duration(time.perf_counter() - started)}", flush=True)
+    return html

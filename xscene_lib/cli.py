@@ -135,8 +135,7 @@ def _book(args: argparse.Namespace) -> None:
     """Execute the notebooks into book/executed/ and build the site with warnings as errors."""
     from xscene_lib import book
 
-    html = book.build_site(args.smoke, args.root)
-    print(f"timings in {Path(args.root) / 'book' / 'executed' / book.TIMINGS_FILE}; open {html / 'index.html'}")
+    book.build_site(args.smoke, args.root)  # its last line: where the site is, and the total time
 
 
 class _Parser(argparse.ArgumentParser):
