@@ -3,7 +3,9 @@
 The site is built once per session into a temporary copy of the book (the repository's
 book/executed/ and _build/ are left alone), with the notebooks in smoke mode and the real ml-100k
 from the shared test data folder. Each built page is then checked for error outputs, missing
-images and broken internal links, and opened in headless Chromium when /usr/bin/chromium exists.
+images, images without alt text and broken internal links, and opened in headless Chromium when
+/usr/bin/chromium exists: with the network cut off, it must load nothing from outside the site and
+MathJax (the site's own copy) must typeset every formula.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from xscene_lib.data import loading as datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium; XSCENE_CHROMIUM names another Chromium-based browser (e.g. google-chrome on a CI runner)
+CHROMIUM = Path(os.environ.get("XSCENE_CHROMIUM", "/usr/bin/chromium"))
+VIRTUAL_TIME_MS = 3000  # of page time per Chromium run: MathJax 2 typesets a chapter in well under a second
 MAX_CODE_LINES = 15
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
 # what pages may include (literalinclude of the library's code, the citation file): linked, not copied
@@ -172,12 +176,12 @@ def test_every_toc_page_is_built(html_dir: Path) -> None:
 
 
 class _PageParser(HTMLParser):
-    """Collects links, images and error-output blocks of one page."""
+    """Collects links, images (source and alt text) and error-output blocks of one page."""
 
     def __init__(self) -> None:
         super().__init__()
         self.links: list[str] = []
-        self.images: list[str] = []
+        self.images: list[tuple[str, str]] = []
         self.errors: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -186,7 +190,7 @@ class _PageParser(HTMLParser):
         if tag == "a" and attributes.get("href"):
             self.links.append(attributes["href"])
         if tag == "img" and attributes.get("src"):
-            self.images.append(attributes["src"])
+            self.images.append((attributes["src"], attributes.get("alt", "")))
         if "traceback" in classes or ("output" in classes and "error" in classes):
             self.errors.append(" ".join(classes))
 
@@ -206,7 +210,7 @@ def test_pages_have_no_errors_missing_images_or_broken_links(html_dir: Path) -> 
         parser.feed(page.read_text(encoding="utf-8"))
         name = page.relative_to(html_dir)
         problems += [f"{name}: error output ({block})" for block in parser.errors]
-        for source in parser.images:
+        for source, _ in parser.images:
             if source.startswith("data:"):
                 continue
             target = _local_target(page, source)
@@ -219,27 +223,177 @@ def test_pages_have_no_errors_missing_images_or_broken_links(html_dir: Path) -> 
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed: pages are not rendered in a browser "
-                    "(.ci/run installs Chromium; on Debian: apt-get install chromium)")
-def test_pages_render_in_headless_chromium(html_dir: Path, tmp_path: Path) -> None:
+def test_content_images_carry_alt_text(html_dir: Path) -> None:
+    """Every image of the content (Sphinx copies them to _images/) says in words what it shows."""
     problems: list[str] = []
     for page in _pages(html_dir):
-        command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   "--disable-quic", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-                   "--virtual-time-budget=3000", "--dump-dom", page.as_uri()]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=90)
-        except subprocess.TimeoutExpired:
-            problems.append(f"{page.relative_to(html_dir)}: Chromium did not finish within 90 s")
-            continue
-        dom = done.stdout
-        if done.returncode != 0 or "<body" not in dom or "</html>" not in dom:
-            problems.append(f"{page.relative_to(html_dir)}: did not render (exit {done.returncode}): "
-                            f"{done.stderr.strip()[-400:]}")
-        elif 'class="bd-article' not in dom and "bd-main" not in dom:
-            problems.append(f"{page.relative_to(html_dir)}: rendered without the book's main content")
+        parser = _PageParser()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for source, alt in parser.images:
+            name = Path(unquote(urlsplit(source).path)).name
+            if "_images/" in source and (not alt.strip() or name in alt):
+                problems.append(f"{page.relative_to(html_dir)}: image {name} has the alt text {alt!r}; give the "
+                                "notebook cell that draws it mystnb metadata: image alt, figure caption and name")
     assert not problems, "\n".join(problems)
+
+
+class _DomParser(HTMLParser):
+    """A page as written or as Chromium dumped it: the resources it loads, each Sphinx math element's text."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+    LOADING_LINKS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "manifest"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resources: list[str] = []
+        self.math: list[dict] = []  # {"text": what is left as text, "typeset": whether MathJax output is inside}
+        self._open: list[tuple[str, dict | None]] = []  # the open elements, each with its math element if any
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {k: v or "" for k, v in attrs}
+        classes = attributes.get("class", "").split()
+        if tag == "link" and self.LOADING_LINKS & set(attributes.get("rel", "").lower().split()):
+            self.resources.append(attributes.get("href", ""))
+        elif tag != "a" and attributes.get("src"):
+            self.resources.append(attributes["src"])
+        inside = [math for _, math in self._open if math is not None]
+        if inside and {"MathJax", "MathJax_Display", "MathJax_CHTML"} & set(classes):
+            inside[-1]["typeset"] = True
+        math = {"text": "", "typeset": False} if {"math", "notranslate"} <= set(classes) else None
+        if math is not None:
+            self.math.append(math)
+        if tag not in self.VOID:
+            self._open.append((tag, math))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open and self._open.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        inside = [math for _, math in self._open if math is not None]
+        if inside and self._open[-1][0] not in ("script", "style"):
+            inside[-1]["text"] += data
+
+
+def test_pages_load_nothing_from_outside_the_site_and_math_from_its_own_mathjax(html_dir: Path) -> None:
+    """As written (no browser needed): every script, style sheet and image lies in the site; math loads its MathJax."""
+    problems: list[str] = []
+    own_mathjax = html_dir / "_static" / "mathjax" / "MathJax.js"
+    for page in _pages(html_dir):
+        parsed = _DomParser()
+        parsed.feed(page.read_text(encoding="utf-8"))
+        name = page.relative_to(html_dir)
+        problems += [f"{name}: loads {url}, which is outside the site" for url in parsed.resources
+                     if _outside(page, html_dir, url)]
+        scripts = [(page.parent / unquote(urlsplit(url).path)).resolve() for url in parsed.resources]
+        if parsed.math and own_mathjax.resolve() not in scripts:
+            problems.append(f"{name}: has math but does not load {own_mathjax.relative_to(html_dir)}")
+    if not own_mathjax.is_file():
+        problems.append(f"{own_mathjax} is missing: xscene_lib.site_assets copies it at the end of the build")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_missing_mathjax_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sphinx.errors import ExtensionError
+
+    from xscene_lib import site_assets
+
+    monkeypatch.setattr(site_assets.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ExtensionError, match=r"pip install jupyter-server-mathjax.*make install"):
+        site_assets.mathjax_source()
+
+
+def chromium_command(page: Path, net_log: Path, profile: Path) -> list[str]:
+    """Headless Chromium that dumps `page`'s DOM with the network cut off, logging every request to `net_log`."""
+    return [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+            "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--log-net-log={net_log}",
+            "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
+            f"--virtual-time-budget={VIRTUAL_TIME_MS}", "--dump-dom", page.as_uri()]
+
+
+def requests_of_the_page(net_log: Path) -> list[str]:
+    """The URLs a page asked the network for, from Chromium's NetLog; the browser's own requests left out.
+
+    Files (file:, data:) never reach the network stack, so they are not in the log; the browser's own
+    requests (update and time checks, sign-in) are the ones whose initiator is "not an origin".
+    """
+    log = json.loads(net_log.read_text(encoding="utf-8"))
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    urls = [event["params"]["url"] for event in log["events"] if event["type"] == start
+            and "url" in event.get("params", {}) and event["params"].get("initiator") != "not an origin"]
+    return list(dict.fromkeys(urls))
+
+
+def _outside(page: Path, html_dir: Path, url: str) -> bool:
+    """Whether a URL the page loads lies outside the built site (data: URLs are part of the page)."""
+    parts = urlsplit(url)
+    if parts.scheme == "data":
+        return False
+    if parts.scheme not in ("", "file") or parts.netloc:
+        return True
+    path = Path(unquote(parts.path)) if parts.scheme == "file" else page.parent / unquote(parts.path)
+    return not path.resolve().is_relative_to(html_dir.resolve())
+
+
+def _landing(page: Path) -> Path:
+    """The page Chromium ends on: `page`, or the page its meta refresh sends the browser to (index.html)."""
+    refresh = re.search(r'http-equiv="refresh"[^>]*url=([^"]+)"', page.read_text(encoding="utf-8"), re.IGNORECASE)
+    return page.parent / unquote(refresh.group(1).strip()) if refresh else page
+
+
+def _render(page: Path, html_dir: Path, scratch: Path) -> list[str]:
+    """Open one page in Chromium; what is wrong with it: no render, a request outside the site, math left raw."""
+    name, net_log = page.relative_to(html_dir), scratch / "net-log.json"
+    net_log.unlink(missing_ok=True)  # one log per page, never the last page's
+    try:
+        done = subprocess.run(chromium_command(page, net_log, scratch / "profile"), capture_output=True, text=True,
+                              timeout=90)
+    except subprocess.TimeoutExpired:
+        return [f"{name}: Chromium did not finish within 90 s"]
+    dom = done.stdout
+    if done.returncode != 0 or "<body" not in dom or "</html>" not in dom:
+        return [f"{name}: did not render (exit {done.returncode}): {done.stderr.strip()[-400:]}"]
+    problems = [] if 'class="bd-article' in dom or "bd-main" in dom else [f"{name}: rendered without the main content"]
+    rendered = _DomParser()
+    rendered.feed(dom)
+    try:
+        outside = requests_of_the_page(net_log)
+    except (OSError, ValueError, KeyError) as error:
+        return problems + [f"{name}: Chromium left no readable net log at {net_log}: {error!r}"]
+    outside += [url for url in rendered.resources if _outside(_landing(page), html_dir, url)]
+    problems += [f"{name}: loads {url}, which is outside the site" for url in dict.fromkeys(outside)]
+    raw = [math["text"].strip() for math in rendered.math
+           if not math["typeset"] or re.search(r"\\[()[\]]|\$\$", math["text"])]
+    if raw:
+        problems.append(f"{name}: MathJax left {len(raw)} of {len(rendered.math)} formulas untypeset, the first: "
+                        f"{raw[0][:120]!r}")
+    return problems
+
+
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed: pages are not rendered "
+                                    "in a browser (.ci/run installs Chromium; on Debian: apt-get install chromium)")
+
+
+@needs_chromium
+def test_pages_render_in_headless_chromium(html_dir: Path, tmp_path: Path) -> None:
+    """Each page renders with the network cut off, asks for nothing outside the site and has its math typeset."""
+    problems: list[str] = []
+    for page in _pages(html_dir):
+        problems += _render(page, html_dir, tmp_path)
+    assert not problems, "\n".join(problems)
+
+
+@needs_chromium
+def test_the_net_log_names_a_request_outside_the_site(tmp_path: Path) -> None:
+    """The page check sees an image from another host, and only that: the browser's own requests are left out."""
+    page = tmp_path / "site" / "page.html"
+    page.parent.mkdir()
+    page.write_text('<html><body><img src="https://example.org/x.png" alt="x"><img src="data:image/gif;base64,'
+                    'R0lGODlhAQABAAAAACw=" alt="y"></body></html>', encoding="utf-8")
+    problems = _render(page, page.parent, tmp_path)
+    assert requests_of_the_page(tmp_path / "net-log.json") == ["https://example.org/x.png"]
+    assert "page.html: loads https://example.org/x.png, which is outside the site" in problems
 
 
 def test_the_api_appendix_documents_every_exported_name(html_dir: Path) -> None:
@@ -250,7 +404,8 @@ def test_the_api_appendix_documents_every_exported_name(html_dir: Path) -> None:
              for stage in ("data", "text", "training", "evaluation", "models", "experiments")}
     required = {"api_models.html": ["xscene_lib.models.JointModel.fit"],
                 "api_data.html": ["xscene_lib.data.Dataset.from_frames"],
-                "api_book_cli.html": ["xscene_lib.book.build_site", "xscene_lib.cli.main"]}
+                "api_book_cli.html": ["xscene_lib.book.build_site", "xscene_lib.site_assets.mathjax_source",
+                                         "xscene_lib.cli.main"]}
     problems: list[str] = []
     for page in sorted(pages.keys() | required.keys()):
         path = html_dir / "book" / page
