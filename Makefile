@@ -10,14 +10,14 @@ STAMP  := $(VENV)/.installed
 # torch threads sleep instead of spinning while they wait: much faster on a busy 2-core machine
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install book test lint data clean
+.PHONY: install book test lint data clean lab serve
 
 install: $(STAMP)
 
 # Re-runs only when the package's requirements change; otherwise make skips it.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,dev,bench]"
 	touch $(STAMP)
 
@@ -32,10 +32,23 @@ data: $(STAMP)
 book: data
 	$(VENV)/bin/xscene book
 
+# JupyterLab on notebooks/ with this environment's kernel (as root, in a container, with --allow-root);
+# LAB_OPTIONS adds flags (e.g. LAB_OPTIONS="--no-browser --port=8890")
+LAB_OPTIONS ?=
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_OPTIONS)
+
+# the built site on http://127.0.0.1:8000 (loopback only); PORT=... picks another port
+PORT ?= 8000
+serve:
+	@test -f _build/html/index.html || { echo "no site in _build/html: run make book first"; exit 1; }
+	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
 # style, then the layering contract: each pipeline stage imports only the stages below it (pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xscene_lib tests bench
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 
 # The smoke execution of the notebooks and the site build run inside pytest (tests/test_book.py).
 test: lint
@@ -66,7 +79,7 @@ peers: $(STAMP) $(PEERS_STAMP)
 
 $(PEERS_STAMP):
 	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
-	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check "$(RECBOLE)" "numpy<2"
 	$(PEERS_PY) -m pip install --quiet --disable-pip-version-check $(PEERS_PINS)
 	touch $(PEERS_STAMP)
