@@ -94,8 +94,15 @@ def test_seed_summary_shows_mean_and_std_per_model_and_scenario():
     results = pd.DataFrame({"model": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "scenario": ["all"] * 4,
                             "ndcg@10": [0.1, 0.3, 0.2, 0.2]})
     table = seed_summary(results, ["ndcg@10"])
-    assert table.loc["a", ("ndcg@10", "all")] == "0.2000 ± 0.1414"
-    assert table.loc["b", ("ndcg@10", "all")] == "0.2000 ± 0.0000"
+    assert table.loc["a", ("ndcg@10", "all")] == "0.2000\u00a0±\u00a00.1414"  # non-breaking: one line
+    assert table.loc["b", ("ndcg@10", "all")] == "0.2000\u00a0±\u00a00.0000"
+
+
+def test_seed_summary_keeps_the_scenarios_in_the_order_the_results_list_them():
+    scenarios = ["<25", "25-34", ">=35", "all"]  # string order would be 25-34, <25, >=35, all
+    results = pd.DataFrame({"model": "a", "seed": 0, "scenario": scenarios, "ndcg@10": [0.1, 0.2, 0.3, 0.2]})
+    table = seed_summary(results, ["ndcg@10"])
+    assert list(table.columns.get_level_values("scenario")) == scenarios
 
 
 def test_format_interval_signs_both_ends_with_the_digits_asked():

@@ -274,3 +274,17 @@ def test_sampled_ranks_refuse_too_few_candidates_and_bad_settings():
     broken = FixedScores({"a": [[np.nan] * 5] * 2, "b": SCORES["b"]}).fit(TRAIN, items=[10, 11, 12, 13, 14])
     with raises("NaN"):
         sampled_ranks(broken, TRAIN, TEST, n_negatives=2)
+
+
+def test_tables_read_in_the_datasets_scenario_order_with_all_last():
+    from xscene_lib.evaluation import in_scenario_order
+
+    flat = pd.DataFrame([[1, 2, 3, 4, 5]], columns=["25-34", "all", "<25", "extra", ">=35"])
+    assert list(in_scenario_order(flat, ["<25", "25-34", ">=35"]).columns) == ["<25", "25-34", ">=35", "all", "extra"]
+    wide = pd.DataFrame([range(6)], columns=pd.MultiIndex.from_product(
+        [["ndcg@10", "recall@10"], ["all", "kitchen", "food"]], names=[None, "scenario"]))
+    ordered = in_scenario_order(wide, ["food", "kitchen"])
+    assert list(ordered.columns) == [(m, s) for m in ("ndcg@10", "recall@10") for s in ("food", "kitchen", "all")]
+    assert ordered[("recall@10", "kitchen")].item() == 4  # values move with their columns
+    with pytest.raises(DataError, match="column level named 'scenario'"):
+        in_scenario_order(wide.rename_axis(columns=["metric", "slice"]), ["food"])

@@ -16,6 +16,7 @@ _EXPORTS = {
     "seed_summary": "intervals",
     "verdict": "intervals",
     # metrics
+    "in_scenario_order": "metrics",
     "item_coverage": "metrics",
     "ranking_metrics": "metrics",
     "sampled_ranks": "metrics",

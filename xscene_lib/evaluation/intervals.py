@@ -31,12 +31,17 @@ def over_seeds(results: pd.DataFrame, metric: str, by: Sequence[str] = ("model",
 
 
 def seed_summary(results: pd.DataFrame, metrics: Sequence[str], by: str = "model") -> pd.DataFrame:
-    """A table of "mean ± std over seeds" cells: one row per `by` value, one column per (metric, scenario)."""
+    """A table of "mean ± std over seeds" cells: one row per `by` value, one column per (metric, scenario).
+
+    Scenarios keep the order in which `results` first lists them (a run lists the dataset's scenarios in
+    their own order, then "all"); a cell never wraps, its spaces being non-breaking.
+    """
     cells = {}
     for metric in metrics:
         spread = over_seeds(results, metric, (by, "scenario"))
-        spread["cell"] = spread["mean"].map("{:.4f}".format) + " ± " + spread["std"].map("{:.4f}".format)
-        cells[metric] = spread.pivot(index=by, columns="scenario", values="cell")
+        spread["cell"] = spread["mean"].map("{:.4f}".format) + "\u00a0±\u00a0" + spread["std"].map("{:.4f}".format)
+        table = spread.pivot(index=by, columns="scenario", values="cell")
+        cells[metric] = table.reindex(columns=pd.unique(spread["scenario"]))
     return pd.concat(cells, axis=1)
 
 

@@ -175,6 +175,23 @@ def summarise(per_row: pd.DataFrame, by: Sequence[str] = ("scenario",)) -> pd.Da
     return pd.concat([table, overall]).astype({"rows": np.int64})
 
 
+def in_scenario_order(table: pd.DataFrame, scenarios: Sequence[str]) -> pd.DataFrame:
+    """`table` with its scenario columns (the column level named "scenario", else every column) in the order
+    `scenarios` gives, then "all", then any others as they stand: tables read as the dataset's scenarios do."""
+    names = list(table.columns.names)
+    if "scenario" not in names and table.columns.nlevels > 1:
+        raise DataError(f"in_scenario_order needs a column level named 'scenario'; the levels are {names}")
+    position = names.index("scenario") if "scenario" in names else 0
+    present = list(dict.fromkeys(table.columns.get_level_values(position)))
+    wanted = [name for name in [*scenarios, OVERALL] if name in present]
+    order = wanted + [name for name in present if name not in wanted]
+    if table.columns.nlevels == 1:
+        return table[order]
+    levels = [order if index == position else list(dict.fromkeys(table.columns.get_level_values(index)))
+              for index in range(table.columns.nlevels)]  # other levels keep their first-seen order
+    return table[sorted(table.columns, key=lambda column: tuple(map(list.index, levels, column)))]
+
+
 def item_coverage(recommendations: pd.DataFrame, n_items: int) -> float:
     """Share of the n_items catalogue items that appear in at least one recommendation list."""
     if not isinstance(recommendations, pd.DataFrame) or "item_id" not in recommendations.columns:

@@ -64,6 +64,7 @@ class Results:
     table: pd.DataFrame  # one row per (model, seed, scenario incl. "all"): metrics, fit seconds, peak MiB
     per_row: pd.DataFrame  # one row per (model, seed, test row): rank and metrics
     output_dir: Path
+    scenarios: tuple[str, ...] = ()  # the dataset's scenarios in their own order (for tables: in_scenario_order)
 
 
 def run_experiment(dataset: str | Dataset = "ml-100k", scenarios: str | None = None,
@@ -108,7 +109,7 @@ def run_experiment(dataset: str | Dataset = "ml-100k", scenarios: str | None = N
     _write_outputs(folder, _every_finished_run(runs), data, isinstance(dataset, str), smoke, encoder,
                    time.perf_counter() - started, data_dir, per_scenario=per_scenario,
                    config=None if tuned_from is None else str(tuned_from), model_settings=_settings_of_runs(runs))
-    return Results(table, per_row, folder)
+    return Results(table, per_row, folder, tuple(data.scenarios))
 
 
 def run_click_through(dataset: str | Dataset = "ml-1m", scenarios: str | None = None,
