@@ -27,10 +27,12 @@ data: $(STAMP)
 	$(VENV)/bin/xscene fetch ml-1m
 	$(VENV)/bin/xscene fetch food-kitchen
 
-# papermill executes notebooks/*.ipynb (full mode) into book/executed/, then jupyter-book builds
-# the site with warnings as errors; per-notebook wall times go to book/executed/timings.json.
+# papermill executes notebooks/*.ipynb (full mode) into book/executed/, one per processor at a time (JOBS=N
+# for another number), then jupyter-book builds the site with warnings as errors; per-notebook wall times go to
+# book/executed/timings.json.
+JOBS ?=
 book: data
-	$(VENV)/bin/xscene book
+	$(VENV)/bin/xscene book $(if $(JOBS),--jobs $(JOBS))
 
 # JupyterLab on notebooks/ with this environment's kernel (as root, in a container, with --allow-root);
 # LAB_OPTIONS adds flags (e.g. LAB_OPTIONS="--no-browser --port=8890")

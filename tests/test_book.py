@@ -94,6 +94,50 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["broken.failed.ipynb"]
 
 
+def _write_notebook(folder: Path, name: str, code: str) -> None:
+    """A two-cell notebook (parameters, then `code`) in `folder`."""
+    import nbformat
+
+    cells = [nbformat.v4.new_code_cell("smoke = False", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell(code)]
+    folder.mkdir(exist_ok=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3",
+                                                                                  "display_name": "Python 3"}}),
+                   folder / name)
+
+
+def test_notebooks_run_side_by_side_on_one_thread_each(tmp_path: Path) -> None:
+    """With jobs=2 two kernels run at once, each on one thread; the timings say how they ran."""
+    code = ("import time, json, torch\nstart = time.time()\ntime.sleep(3)\n"
+            "print(json.dumps([start, time.time(), torch.get_num_threads()]))")
+    for name in ("first.ipynb", "second.ipynb"):
+        _write_notebook(tmp_path / "in", name, code)
+    written = book.execute_notebooks(True, tmp_path / "in", tmp_path / "out", jobs=2, progress=False)
+    spans = [json.loads("".join(json.loads(p.read_text())["cells"][-1]["outputs"][0]["text"])) for p in written]
+    (start_a, end_a, threads_a), (start_b, end_b, threads_b) = spans
+    assert start_b < end_a and start_a < end_b, f"the two notebooks did not overlap: {spans}"
+    assert threads_a == threads_b == 1
+    timings = json.loads((tmp_path / "out" / book.TIMINGS_FILE).read_text())
+    assert timings["jobs"] == 2 and set(timings["seconds"]) == {"first", "second"}
+    assert timings["wall_seconds"] < timings["total_seconds"]
+
+
+def test_after_a_failure_no_new_notebook_starts(tmp_path: Path) -> None:
+    """One at a time: the first notebook fails, so the second never runs; the error names the first."""
+    _write_notebook(tmp_path / "in", "a_broken.ipynb", "raise ValueError('on purpose')")
+    _write_notebook(tmp_path / "in", "b_fine.ipynb", "print('ran')")
+    with pytest.raises(book.NotebookError, match=r"a_broken\.ipynb failed.*ValueError: on purpose"):
+        book.execute_notebooks(True, tmp_path / "in", tmp_path / "out", jobs=1, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_broken.failed.ipynb"]
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True])
+def test_a_bad_number_of_jobs_is_refused(tmp_path: Path, jobs) -> None:
+    _write_notebook(tmp_path / "in", "fine.ipynb", "print('ran')")
+    with pytest.raises(DataError, match="jobs"):
+        book.execute_notebooks(True, tmp_path / "in", tmp_path / "out", jobs=jobs, progress=False)
+
+
 # --- (b) smoke execution and the site build -----------------------------------------------------
 
 

@@ -150,3 +150,77 @@ def test_created_files_and_folders_follow_the_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "toy").stat().st_mode) == 0o750
     assert stat.S_IMODE((tmp_path / "toy" / store.MANIFEST).stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "copy.json").stat().st_mode) == 0o640
+
+
+def _build_in_child(folders: list[str], log: str, go: str) -> None:
+    """A second process: wait for the signal, then build the folders that are missing (sharing with the parent)."""
+    import time as _time
+
+    while not Path(go).exists():
+        _time.sleep(0.01)
+
+    def build(folder: Path) -> None:
+        with open(log, "a") as handle:
+            handle.write(f"child {folder.name}\n")
+        _time.sleep(0.3)
+        store.write_tables(folder, {"t": pd.DataFrame({"who": ["child"]})})
+
+    store.build_missing([Path(f) for f in folders], lambda f: store.tables_problem(f, ("t",)) is None, build)
+
+
+def test_two_processes_share_the_folders_they_both_need(tmp_path: Path) -> None:
+    """Two processes that need the same six folders build each exactly once, both of them doing some."""
+    import multiprocessing
+    import time
+
+    folders = [tmp_path / "runs" / f"run-{k}" for k in range(6)]
+    log, go = tmp_path / "log.txt", tmp_path / "go"
+    child = multiprocessing.get_context("spawn").Process(target=_build_in_child,
+                                                          args=([str(f) for f in folders], str(log), str(go)))
+    child.start()
+
+    def build(folder: Path) -> None:
+        with open(log, "a") as handle:
+            handle.write(f"parent {folder.name}\n")
+        time.sleep(0.3)
+        store.write_tables(folder, {"t": pd.DataFrame({"who": ["parent"]})})
+
+    go.touch()
+    store.build_missing(folders, lambda f: store.tables_problem(f, ("t",)) is None, build)
+    child.join(60)
+    assert child.exitcode == 0
+    built = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(name for _, name in built) == [f.name for f in folders]  # each folder built once
+    assert {who for who, _ in built} == {"parent", "child"}  # and the work was shared
+    for folder in folders:  # every folder complete, by whoever built it
+        assert store.tables_problem(folder, ("t",)) is None
+
+
+def test_a_claimed_folder_is_skipped_without_waiting_and_built_once_free(tmp_path: Path) -> None:
+    """A folder whose claim another holder has is left for later; the builder waits only when nothing else is left."""
+    busy, free = tmp_path / "busy", tmp_path / "free"
+    order: list[str] = []
+    holder = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with store.claimed(busy):
+            holder.set()
+            release.wait(10)
+            store.write_tables(busy, {"t": pd.DataFrame({"x": [1]})})
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holder.wait(10)
+    with store.claimed(busy, wait=False) as mine:
+        assert mine is False  # held elsewhere: told at once
+
+    def build(folder: Path) -> None:
+        order.append(folder.name)
+        if folder == free:
+            release.set()  # the other holder finishes "busy" while this one builds "free"
+        store.write_tables(folder, {"t": pd.DataFrame({"x": [2]})})
+
+    store.build_missing([busy, free], lambda f: store.tables_problem(f, ("t",)) is None, build)
+    thread.join(10)
+    assert order == ["free"]  # "busy" was built by its holder, not a second time

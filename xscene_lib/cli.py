@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xscene_lib.data import loading as datasets
-from xscene_lib.book import NotebookError
+from xscene_lib.execution import NotebookError
 from xscene_lib.data.validation import DataError
 from xscene_lib.data.scenarios import scenario_views
 
@@ -135,7 +135,7 @@ def _book(args: argparse.Namespace) -> None:
     """Execute the notebooks into book/executed/ and build the site with warnings as errors."""
     from xscene_lib import book
 
-    book.build_site(args.smoke, args.root)  # its last line: where the site is, and the total time
+    book.build_site(args.smoke, args.root, jobs=args.jobs)  # its last line: where the site is, and the total time
 
 
 class _Parser(argparse.ArgumentParser):
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "--warningiserror` on the repository root.")
     book.add_argument("--smoke", action="store_true", help="run the notebooks in smoke mode (quick, small data)")
     book.add_argument("--root", type=Path, default=Path("."), help="the book's root folder (default: .)")
+    book.add_argument("--jobs", type=int, metavar="N", help="notebooks run at once (default: one per processor)")
     book.set_defaults(run=_book)
     for sub in commands.choices.values():  # --debug after the command too; SUPPRESS keeps the global one
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)

@@ -5,7 +5,8 @@ A folder of tables is replaced under a lock on its parent folder (released by th
 dies) by two renames: the old folder to `.NAME.old-*`, the staged one (`.NAME.new-*`) to NAME. A process killed at
 any point leaves NAME complete, or missing with a verified copy beside it; `recover` (run before every
 write and by `datasets.fetch`) puts back the newest verified copy and removes the stale ones. Created files
-and folders get the permissions the umask allows, as with `open` and `mkdir`.
+and folders get the permissions the umask allows, as with `open` and `mkdir`. `build_missing` lets several
+processes (the book's notebooks run side by side) share the building of the same folders, each built once.
 """
 
 from __future__ import annotations
@@ -152,6 +153,51 @@ def directory_lock(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def claimed(folder: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the claim on building `folder` for the block; yields False (at once) if another holds it and not wait.
+
+    The claim is an exclusive lock on the file `.NAME.claim` beside `folder`, released by the system when its
+    holder dies, so two processes never build the same folder at the same time.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield True
+        return
+    descriptor = os.open(folder.parent / f".{folder.name}.claim", os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(descriptor)
+
+
+def build_missing(folders: Sequence[Path], ready: Callable[[Path], bool], build: Callable[[Path], object]) -> None:
+    """Build each folder that is not `ready`, sharing the work with other processes that need the same folders.
+
+    A folder another process is building is left for later, so two processes that need the same folders build
+    different ones; a process waits only when every folder it still needs is being built elsewhere.
+    """
+    left = list(folders)
+    while left:
+        for folder in left:
+            with claimed(folder, wait=False) as mine:
+                if mine:
+                    recover(folder)  # a swap a killed process left half done, stale copies
+                    if not ready(folder):
+                        build(folder)
+                    left.remove(folder)
+                    break
+        else:  # every folder left is being built by another process: wait for the first one
+            with claimed(left[0]):
+                pass
 
 
 def _new_folder(folder: Path, kind: str) -> Path:

@@ -92,17 +92,25 @@ def run_experiment(dataset: str | Dataset = "ml-100k", scenarios: str | None = N
     runs = folder / "runs"
     pairs = [(spec, seed) for spec in specs for seed in seed_list]
     started = time.perf_counter()
-    bar = tqdm(pairs, desc=f"{data.name}/{data.view}", disable=not show_progress, unit="run")
-    for spec, seed in bar:
+    wanted = {runs / f"{spec.name}-seed{seed}": (spec, seed) for spec, seed in pairs}
+    bar = tqdm(total=len(pairs), desc=f"{data.name}/{data.view}", disable=not show_progress, unit="run")
+
+    def finished_here(folder: Path) -> bool:  # by an earlier, interrupted call or another process, same settings
+        done = store.tables_problem(folder, ("per_row", "summary")) is None \
+            and _run_settings(folder) == tuned.get(wanted[folder][0].name)
+        bar.update(done)
+        return done
+
+    def build(folder: Path) -> None:
+        (spec, seed), settings = wanted[folder], tuned.get(wanted[folder][0].name)
         bar.set_postfix(model=spec.name, seed=seed)
-        settings = tuned.get(spec.name)
-        store.recover(runs / f"{spec.name}-seed{seed}")  # a swap a killed run left half done, stale copies
-        if store.tables_problem(runs / f"{spec.name}-seed{seed}", ("per_row", "summary")) is None \
-                and _run_settings(runs / f"{spec.name}-seed{seed}") == settings:
-            continue  # finished with these settings in an earlier, interrupted run
         per_row, summary = _run_one(spec, seed, smoke, data, split, vectors, settings)
-        store.write_tables(runs / f"{spec.name}-seed{seed}", {"per_row": per_row, "summary": summary},
-                           model=spec.name, seed=seed, settings=settings)
+        store.write_tables(folder, {"per_row": per_row, "summary": summary}, model=spec.name, seed=seed,
+                           settings=settings)
+        bar.update()
+
+    store.build_missing(list(wanted), finished_here, build)  # each (model, seed) run once, shared between processes
+    bar.close()
     finished = [store.read_tables(runs / f"{spec.name}-seed{seed}", ("per_row", "summary")) for spec, seed in pairs]
     per_row = pd.concat([rows for rows, _ in finished], ignore_index=True)
     table = pd.concat([summary for _, summary in finished], ignore_index=True)
@@ -129,13 +137,18 @@ def run_click_through(dataset: str | Dataset = "ml-1m", scenarios: str | None = 
     folder = Path(output_dir) / folder_name
     started = time.perf_counter()
     pairs = [(spec, seed) for spec in specs for seed in seed_list]
-    bar = tqdm(pairs, desc=f"{data.name}/{data.view} click-through", disable=not show_progress, unit="run")
-    for spec, seed in bar:
+    wanted = {folder / "runs" / f"{spec.name}-seed{seed}": (spec, seed) for spec, seed in pairs}
+    bar = tqdm(total=len(pairs), desc=f"{data.name}/{data.view} click-through", disable=not show_progress, unit="run")
+
+    def finished_here(run: Path) -> bool:  # by an earlier, interrupted call or another process
+        done = store.tables_problem(run, ("summary",)) is None
+        bar.update(done)
+        return done
+
+    def build(run: Path) -> None:
+        spec, seed = wanted[run]
         name = spec.name
         bar.set_postfix(model=name, seed=seed)
-        store.recover(folder / "runs" / f"{name}-seed{seed}")  # a swap a killed run left half done, stale copies
-        if store.tables_problem(folder / "runs" / f"{name}-seed{seed}", ("summary",)) is None:
-            continue  # finished in an earlier, interrupted run
         split = click_through_split(data, seed=seed)  # the split is redrawn with each seed
         if smoke:
             split = Split(split.train.iloc[:SMOKE_CLICKS], split.valid.iloc[:SMOKE_CLICKS // 10],
@@ -148,7 +161,11 @@ def run_click_through(dataset: str | Dataset = "ml-1m", scenarios: str | None = 
         summary = model.evaluate(split.test).rename_axis("scenario").reset_index()
         summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib,
                                  run_seconds=time.perf_counter() - begun)  # fit and evaluation
-        store.write_tables(folder / "runs" / f"{name}-seed{seed}", {"summary": summary}, model=name, seed=seed)
+        store.write_tables(run, {"summary": summary}, model=name, seed=seed)
+        bar.update()
+
+    store.build_missing(list(wanted), finished_here, build)  # each (model, seed) run once, shared between processes
+    bar.close()
     table = pd.concat([store.read_tables(folder / "runs" / f"{spec.name}-seed{seed}", ("summary",))[0]
                        for spec, seed in pairs], ignore_index=True)
     _write_outputs(folder, _every_finished_run(folder / "runs"), data, isinstance(dataset, str), smoke, encoder,
