@@ -28,6 +28,7 @@ from xscene_lib.data.store import write_atomically
 from xscene_lib.data.validation import check_positive_int
 
 KERNEL_NAME = "python3"
+KERNEL_START_SECONDS = 300  # how long a kernel may take to start on a busy machine (papermill's default: 60)
 TIMINGS_FILE = "timings.json"
 RECORD_FILE = "run_record.md"  # the reproducibility page includes it: versions, machine, time per chapter
 VERSIONS_SHOWN = ("xscene", "torch", "transformers", "numpy", "pandas", "scipy", "scikit-learn", "pyarrow",
@@ -104,6 +105,8 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
     for scratch in target_dir.glob(".*.ipynb"):  # the copies an interrupted run left behind
         scratch.unlink(missing_ok=True)
     kernel = _kernel_name()
+    import papermill  # noqa: F401 (imported here, once: two threads importing it at once may see it half-made)
+
     started = time.perf_counter()
     with _kernel_environment():
         timings, failures = _run_side_by_side(_longest_first(notebooks, target_dir, smoke), source_dir, target_dir,
@@ -165,8 +168,10 @@ def _run_side_by_side(queue: list[Path], source_dir: Path, target_dir: Path, ker
                 with lock:
                     failures[notebook.name] = error if isinstance(error, NotebookError) else NotebookError(
                         f"notebook {notebook} could not be executed: {type(error).__name__}: {error}")
-                    if progress:
-                        print(f"[{len(timings) + len(failures):>2}/{total}] {notebook.name:<32} failed", flush=True)
+                    if progress:  # the reason at once; the whole message when the running notebooks have ended
+                        reason = str(failures[notebook.name]).splitlines()[0]
+                        print(f"[{len(timings) + len(failures):>2}/{total}] {notebook.name:<32} failed: {reason}; "
+                              f"waiting for the running notebooks to end", flush=True)
                 continue
             with lock:
                 timings[notebook.stem] = seconds
@@ -189,20 +194,21 @@ def _run_side_by_side(queue: list[Path], source_dir: Path, target_dir: Path, ker
 def _execute_one(notebook: Path, source_dir: Path, target_dir: Path, kernel: str, smoke: bool,
                  cwd: str | Path | None) -> float:
     """Execute one notebook into a scratch copy, then move it into place; its wall time in seconds."""
-    import papermill as pm
+    import papermill as pm  # imported already by `execute_notebooks`, in one thread
     from traitlets.config import Config
 
     target = target_dir / notebook.name
     fd, scratch = tempfile.mkstemp(prefix=f".{notebook.stem}-", suffix=".ipynb", dir=target_dir)
     os.close(fd)
     sockets = tempfile.mkdtemp(prefix="xscene-kernel-")  # each kernel's own IPC sockets: kernels side by side
-    # kernels talk over local sockets (IPC), not unencrypted TCP ports (and so print no warning about it)
-    config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
     start = time.perf_counter()
     try:
+        # kernels talk over local sockets (IPC), not unencrypted TCP ports (and so print no warning about it)
+        config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
         pm.execute_notebook(str(notebook), scratch, parameters={"smoke": smoke}, kernel_name=kernel,
                             language="python", cwd=str(cwd if cwd is not None else source_dir),
-                            progress_bar=False, log_output=False, report_mode=False, config=config)
+                            progress_bar=False, log_output=False, report_mode=False, config=config,
+                            start_timeout=KERNEL_START_SECONDS)
     except Exception as error:
         failed = target_dir / f"{notebook.stem}.failed.ipynb"
         if Path(scratch).exists():
