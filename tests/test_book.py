@@ -108,17 +108,20 @@ def _write_notebook(folder: Path, name: str, code: str) -> None:
 
 def test_notebooks_run_side_by_side_on_one_thread_each(tmp_path: Path) -> None:
     """With jobs=2 two kernels run at once, each on one thread; the timings say how they ran."""
-    code = ("import time, json, torch\nstart = time.time()\ntime.sleep(3)\n"
-            "print(json.dumps([start, time.time(), torch.get_num_threads()]))")
-    for name in ("first.ipynb", "second.ipynb"):
+    code = ("import os, time, json, torch\nstart = time.time()\ntime.sleep(3)\n"
+            "print(json.dumps([start, time.time(), torch.get_num_threads(), os.getcwd()]))")
+    for name in ("first.ipynb", "second.ipynb", "third.ipynb"):
         _write_notebook(tmp_path / "in", name, code)
+    here = os.getcwd()
     written = book.execute_notebooks(True, tmp_path / "in", tmp_path / "out", jobs=2, progress=False)
+    assert os.getcwd() == here  # the command's own working folder is left as it was
     spans = [json.loads("".join(json.loads(p.read_text())["cells"][-1]["outputs"][0]["text"])) for p in written]
-    (start_a, end_a, threads_a), (start_b, end_b, threads_b) = spans
-    assert start_b < end_a and start_a < end_b, f"the two notebooks did not overlap: {spans}"
-    assert threads_a == threads_b == 1
+    (start_a, end_a, *_), (start_b, end_b, *_) = sorted(spans)[:2]
+    assert start_b < end_a and start_a < end_b, f"the first two notebooks did not overlap: {spans}"
+    assert {threads for _, _, threads, _ in spans} == {1}
+    assert {folder for *_, folder in spans} == {str((tmp_path / "in").resolve())}  # kernels start in the notebooks' folder
     timings = json.loads((tmp_path / "out" / book.TIMINGS_FILE).read_text())
-    assert timings["jobs"] == 2 and set(timings["seconds"]) == {"first", "second"}
+    assert timings["jobs"] == 2 and set(timings["seconds"]) == {"first", "second", "third"}
     assert timings["wall_seconds"] < timings["total_seconds"]
 
 

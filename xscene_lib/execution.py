@@ -19,9 +19,10 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
+import multiprocessing
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from xscene_lib.data.store import write_atomically
@@ -94,7 +95,7 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
     and the cell; its partly executed copy is kept as ``<name>.failed.ipynb`` for inspection. Wall times
     (seconds) go to ``timings.json``. Notebooks run with `cwd` (default: `notebooks_dir`) as their working folder.
     """
-    source_dir, target_dir = Path(notebooks_dir), Path(output_dir)
+    source_dir, target_dir = Path(notebooks_dir).resolve(), Path(output_dir).resolve()  # the same from any process
     notebooks = sorted(p for p in source_dir.glob("*.ipynb") if not p.name.startswith("."))
     if not notebooks:
         raise NotebookError(f"no notebooks in {source_dir.resolve()}")
@@ -105,12 +106,11 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
     for scratch in target_dir.glob(".*.ipynb"):  # the copies an interrupted run left behind
         scratch.unlink(missing_ok=True)
     kernel = _kernel_name()
-    import papermill  # noqa: F401 (imported here, once: two threads importing it at once may see it half-made)
-
     started = time.perf_counter()
+    workdir = source_dir if cwd is None else Path(cwd).resolve()
     with _kernel_environment():
-        timings, failures = _run_side_by_side(_longest_first(notebooks, target_dir, smoke), source_dir, target_dir,
-                                              kernel, smoke, jobs, progress, cwd)
+        timings, failures = _run_side_by_side(_longest_first(notebooks, target_dir, smoke), target_dir, kernel, smoke,
+                                              jobs, progress, workdir)
     if failures:  # the first by name; the others are named after it
         first, *others = sorted(failures)
         raise failures[first] if not others else NotebookError(f"{failures[first]}\n  also failed: {', '.join(others)}")
@@ -149,52 +149,48 @@ def _longest_first(notebooks: list[Path], target_dir: Path, smoke: bool) -> list
     return sorted(notebooks, key=lambda path: -float(seconds.get(path.stem, float("inf"))) if seconds else 0.0)
 
 
-def _run_side_by_side(queue: list[Path], source_dir: Path, target_dir: Path, kernel: str, smoke: bool, jobs: int,
-                      progress: bool, cwd: str | Path | None) -> tuple[dict[str, float], dict[str, NotebookError]]:
-    """Run the queued notebooks on `jobs` threads (each drives one kernel); their wall times and failures."""
+def _run_side_by_side(queue: list[Path], target_dir: Path, kernel: str, smoke: bool, jobs: int, progress: bool,
+                      workdir: Path) -> tuple[dict[str, float], dict[str, NotebookError]]:
+    """Run the queued notebooks, `jobs` at a time, each in its own process; their wall times and failures.
+
+    A process per notebook, not a thread: papermill changes the working directory of the process it runs in.
+    """
     timings: dict[str, float] = {}
     failures: dict[str, NotebookError] = {}
-    lock, total = threading.Lock(), len(queue)
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if failures or not queue:  # after a failure no new notebook starts
-                    return
-                notebook = queue.pop(0)
-            try:
-                seconds = _execute_one(notebook, source_dir, target_dir, kernel, smoke, cwd)
-            except Exception as error:  # papermill's PapermillExecutionError, a dead kernel, a full disk...
-                with lock:
-                    failures[notebook.name] = error if isinstance(error, NotebookError) else NotebookError(
-                        f"notebook {notebook} could not be executed: {type(error).__name__}: {error}")
-                    if progress:  # the reason at once; the whole message when the running notebooks have ended
-                        reason = str(failures[notebook.name]).splitlines()[0]
-                        print(f"[{len(timings) + len(failures):>2}/{total}] {notebook.name:<32} failed: {reason}; "
-                              f"waiting for the running notebooks to end", flush=True)
-                continue
-            with lock:
-                timings[notebook.stem] = seconds
-                if progress:  # one line per notebook, when it ends
-                    print(f"[{len(timings) + len(failures):>2}/{total}] {notebook.name:<32} {duration(seconds):>10}",
-                          flush=True)
-
+    total, queue = len(queue), list(queue)
     if progress:
         print(f"executing {total} notebooks, {jobs} at a time", flush=True)
-    # daemon threads: an interrupt (Ctrl-C) ends the command at once; each kernel exits when its parent is gone
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.5)  # a short join, so an interrupt reaches this thread
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with this one
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1)
+    running: dict[Future, Path] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs and not failures:  # after a failure no new notebook starts
+                notebook = queue.pop(0)
+                running[pool.submit(_execute_one, notebook, target_dir, kernel, smoke, workdir)] = notebook
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                notebook = running.pop(future)
+                try:
+                    timings[notebook.stem] = future.result()
+                    said = f"{duration(timings[notebook.stem]):>10}"
+                except Exception as error:  # NotebookError, or the worker process died
+                    failures[notebook.name] = error if isinstance(error, NotebookError) else NotebookError(
+                        f"notebook {notebook} could not be executed: {type(error).__name__}: {error}")
+                    reason = str(failures[notebook.name]).splitlines()[0]
+                    said = f"failed: {reason}" + ("; waiting for the running notebooks to end" if running else "")
+                if progress:  # one line per notebook, when it ends
+                    print(f"[{len(timings) + len(failures):>2}/{total}] {notebook.name:<32} {said}", flush=True)
+    finally:  # an interrupt (Ctrl-C) reaches the workers too; none is left waiting
+        pool.shutdown(wait=True, cancel_futures=True)
     return timings, failures
 
 
-def _execute_one(notebook: Path, source_dir: Path, target_dir: Path, kernel: str, smoke: bool,
-                 cwd: str | Path | None) -> float:
-    """Execute one notebook into a scratch copy, then move it into place; its wall time in seconds."""
-    import papermill as pm  # imported already by `execute_notebooks`, in one thread
+def _execute_one(notebook: Path, target_dir: Path, kernel: str, smoke: bool, workdir: Path) -> float:
+    """Execute one notebook (in `workdir`) into a scratch copy, then move it into place; its wall time in seconds."""
+    import papermill as pm
     from traitlets.config import Config
 
     target = target_dir / notebook.name
@@ -206,14 +202,15 @@ def _execute_one(notebook: Path, source_dir: Path, target_dir: Path, kernel: str
         # kernels talk over local sockets (IPC), not unencrypted TCP ports (and so print no warning about it)
         config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
         pm.execute_notebook(str(notebook), scratch, parameters={"smoke": smoke}, kernel_name=kernel,
-                            language="python", cwd=str(cwd if cwd is not None else source_dir),
+                            language="python", cwd=str(workdir),
                             progress_bar=False, log_output=False, report_mode=False, config=config,
                             start_timeout=KERNEL_START_SECONDS)
     except Exception as error:
         failed = target_dir / f"{notebook.stem}.failed.ipynb"
         if Path(scratch).exists():
             os.replace(scratch, failed)
-        raise NotebookError(_describe_failure(notebook, error) + f"\n  partly executed copy: {failed}") from error
+        # a plain NotebookError (no chained cause): it travels back to the parent process intact
+        raise NotebookError(_describe_failure(notebook, error) + f"\n  partly executed copy: {failed}") from None
     except BaseException:  # interrupted: leave no scratch file behind
         Path(scratch).unlink(missing_ok=True)
         raise
