@@ -119,7 +119,7 @@ def test_notebooks_run_side_by_side_on_one_thread_each(tmp_path: Path) -> None:
     (start_a, end_a, *_), (start_b, end_b, *_) = sorted(spans)[:2]
     assert start_b < end_a and start_a < end_b, f"the first two notebooks did not overlap: {spans}"
     assert {threads for _, _, threads, _ in spans} == {1}
-    assert {folder for *_, folder in spans} == {str((tmp_path / "in").resolve())}  # kernels start in the notebooks' folder
+    assert {folder for *_, folder in spans} == {str((tmp_path / "in").resolve())}  # kernels' folder
     timings = json.loads((tmp_path / "out" / book.TIMINGS_FILE).read_text())
     assert timings["jobs"] == 2 and set(timings["seconds"]) == {"first", "second", "third"}
     assert timings["wall_seconds"] < timings["total_seconds"]
