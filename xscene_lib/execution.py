@@ -98,7 +98,7 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
     source_dir, target_dir = Path(notebooks_dir).resolve(), Path(output_dir).resolve()  # the same from any process
     notebooks = sorted(p for p in source_dir.glob("*.ipynb") if not p.name.startswith("."))
     if not notebooks:
-        raise NotebookError(f"no notebooks in {source_dir.resolve()}")
+        raise NotebookError(f"no notebooks in {source_dir}")
     if jobs is not None:
         check_positive_int("execute_notebooks", "jobs", jobs, hint="how many notebooks run at once, e.g. 2")
     jobs = min(default_jobs() if jobs is None else jobs, len(notebooks))

@@ -6,7 +6,7 @@ dies) by two renames: the old folder to `.NAME.old-*`, the staged one (`.NAME.ne
 any point leaves NAME complete, or missing with a verified copy beside it; `recover` (run before every
 write and by `datasets.fetch`) puts back the newest verified copy and removes the stale ones. Created files
 and folders get the permissions the umask allows, as with `open` and `mkdir`. `build_missing` lets several
-processes (the book's notebooks run side by side) share the building of the same folders, each built once.
+processes that need the same folders share their building, each folder built once.
 """
 
 from __future__ import annotations
