@@ -6,6 +6,7 @@ import torch
 from xscene_lib.experiments import derivations as d
 from xscene_lib.data import DataError
 from xscene_lib.models import JointModel
+from xscene_lib.models.joint import in_batch_softmax
 from xscene_lib.data.synthetic import synthetic
 
 
@@ -38,6 +39,19 @@ def test_in_batch_logits_mask_other_copies_of_the_own_item_and_subtract_log_q():
                                                                           dtype=torch.float64), 0.5)
     assert torch.isinf(logits[0, 1]) and torch.isinf(logits[1, 0])  # the same item in another row
     assert logits[0, 0].item() == pytest.approx(1 / 0.5 + 1.0) and logits[0, 2].item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("rows", [slice(0, 12), slice(4, 9)])  # one process, or one process's share of the batch
+def test_the_joint_models_loss_is_the_one_column_per_row_softmax(rows):
+    generator = torch.Generator().manual_seed(3)
+    item = torch.tensor([4, 1, 4, 4, 0, 2, 1, 4, 3, 0, 4, 2])  # (B,) with repeats, as popular items give
+    h = torch.nn.functional.normalize(torch.randn(12, 5, generator=generator, dtype=torch.float64), dim=-1)
+    table = torch.nn.functional.normalize(torch.randn(5, 5, generator=generator, dtype=torch.float64), dim=-1)
+    log_q = torch.log(torch.tensor([0.1, 0.2, 0.15, 0.05, 0.5], dtype=torch.float64))
+    expected = torch.nn.functional.cross_entropy(d.in_batch_logits(h, table[item], item, log_q[item], 0.2)[rows],
+                                                 torch.arange(12)[rows], reduction="none")
+    got = in_batch_softmax(h[rows], item, rows, lambda i: table[i], log_q, 0.2)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12)
 
 
 def test_every_closed_form_matches_autograd_and_finite_differences():

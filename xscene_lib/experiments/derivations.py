@@ -76,7 +76,9 @@ def bpr_gradients(positive: torch.Tensor, negative: torch.Tensor) -> tuple[torch
 
 def in_batch_logits(h: torch.Tensor, v: torch.Tensor, item: torch.Tensor, log_q: torch.Tensor,
                     temperature: float) -> torch.Tensor:
-    """Logits of the joint model's in-batch softmax with logQ correction, as in xscene_lib.models.joint.
+    """Logits of the joint model's in-batch softmax with logQ correction, one column per row of the batch.
+
+    xscene_lib.models.joint.in_batch_softmax computes the same loss with one column per distinct item.
 
     h and v are the (unit) user and positive-item vectors of the batch, log_q the log share of each row's item.
     shape: (B, dim), (B, dim), (B,), (B,) -> (B, B).

@@ -31,7 +31,7 @@ scenario.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,24 @@ from xscene_lib.data.validation import DataError, check_choice, check_flag, chec
 ADAPTATIONS = ("film", "star", None)
 LOSSES = ("softmax", "bpr")
 ID_INIT_STD = 0.1
+
+
+def in_batch_softmax(h: torch.Tensor, item: torch.Tensor, mine: slice,
+                     item_vectors: Callable[[torch.Tensor], torch.Tensor], log_q: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+    """Each row's loss of its positive against the batch's other positives, logQ-corrected (sampled softmax).
+
+    Row r's logits are cos(h_r, v_k) / temperature - log q_k over the positives k of all B rows, except other
+    rows' copies of r's own item. Computed with one column per distinct item whose logit is raised by log(its
+    count in the batch), and r's own item counted once: the same softmax in fewer columns.
+    shape: h (b, dim), the rows `mine` of item (B,) -> (b,).
+    """
+    positives, column, count = torch.unique(item, return_inverse=True, return_counts=True)  # (U,), (B,), (U,)
+    log_count = torch.log(count.to(h.dtype))  # (U,)
+    logits = F.linear(h / temperature, item_vectors(positives), log_count - log_q[positives])  # (b, U)
+    own = column[mine][:, None]  # (b, 1): each row's own item
+    logits = logits.scatter_add(1, own, -log_count[own])  # the own item once
+    return F.cross_entropy(logits, own[:, 0], reduction="none")  # (b,)
 
 
 class _Tower(torch.nn.Module):
@@ -227,13 +245,8 @@ class JointModel(TwoTowerRecommender):
                 negative = F.normalize(net.items(batch[3][mine]), dim=-1)  # (b, dim)
                 per_row = -F.logsigmoid((h * (v - negative)).sum(dim=1) / temperature)  # (b,)
             else:
-                v = F.normalize(net.items(item), dim=-1)  # (B, dim): every positive of the batch
-                logits = h @ v.T / temperature - log_q[item][None, :]  # (b, B): user b against positive k
-                own = torch.arange(len(item))[mine]  # (b,): the column of each row's own positive
-                same_item = item[None, :] == item[mine][:, None]  # (b, B)
-                same_item[torch.arange(len(own)), own] = False
-                logits = logits.masked_fill(same_item, -torch.inf)  # another row's copy of b's own positive
-                per_row = F.cross_entropy(logits, own, reduction="none")  # (b,)
+                per_row = in_batch_softmax(h, item, mine, lambda i: F.normalize(net.items(i), dim=-1), log_q,
+                                           temperature)  # (b,)
             return workers.mean(weights[scenario[mine]] * per_row, len(user))
 
         validate = validation_ndcg(self, train, self._validation, seed=self.seed)
