@@ -95,9 +95,13 @@ class ArticleModel(Recommender):
         self.module_ = module
 
         def loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            user, positive, negative = batch
-            f_u = module.users(user)  # (B, m)
-            margin = (f_u * (module.items(positive) - module.items(negative))).sum(dim=1)  # (B,): cos_ui - cos_uj
+            user, positive, negative = batch  # (B,) each
+            # f of each distinct user and item of the batch once (popular ones recur), then back to the rows
+            distinct_users, user_row = torch.unique(user, return_inverse=True)
+            distinct_items, item_row = torch.unique(torch.cat([positive, negative]), return_inverse=True)
+            f_u = module.users(distinct_users)[user_row]  # (B, m)
+            f_positive, f_negative = module.items(distinct_items)[item_row].split(len(user))  # (B, m) each
+            margin = (f_u * (f_positive - f_negative)).sum(dim=1)  # (B,): cos_ui - cos_uj
             return -F.logsigmoid(margin).mean()
 
         self.history_ = train_module(
