@@ -46,7 +46,7 @@ class TextEncoder:
     """Encode texts into float32 vectors with a BERT-family model: batched, cached on disk, in input order."""
 
     def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, pooling: str = "mean", max_length: int = 128,
-                 batch_size: int = 64, normalize: bool = True, device: str = "auto", quantize: bool = False,
+                 batch_size: int = 16, normalize: bool = True, device: str = "auto", quantize: bool = False,
                  cache: bool = True, cache_dir: str | os.PathLike | None = None, show_progress: bool | None = None,
                  num_threads: int | None = None) -> None:
         self.model = model
@@ -163,7 +163,9 @@ class TextEncoder:
 
         A batch holds texts of one token count only (no padding), filled up to batch_size rows by repeating
         them, so every batch of a token count has the same shape and, on a given machine, a text's vector does
-        not depend on which other texts are encoded with it (nor on the cache's history).
+        not depend on which other texts are encoded with it (nor on the cache's history). The default of 16 rows
+        keeps those repeats cheap: with 64, a catalogue's rare token counts made the encoder compute 1.6 times
+        the tokens it needed (food-kitchen), with 16 about 1.1 times.
         """
         model, _ = self._loaded()
         positions = getattr(model.config, "max_position_embeddings", None)
