@@ -63,6 +63,9 @@ _EXPORTS = {
     "dataset_files": "provenance",
     "package_versions": "provenance",
     "PeakMemory": "provenance",
+    # recorded
+    "recorded_experiment": "recorded",
+    "RECORDED_DIR": "recorded",
     # registry
     "model_names": "registry",
     "model_spec": "registry",
