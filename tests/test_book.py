@@ -125,6 +125,22 @@ def test_notebooks_run_side_by_side_on_one_thread_each(tmp_path: Path) -> None:
     assert timings["wall_seconds"] > 0  # the overlap above, not this timing, shows that they ran side by side
 
 
+def test_the_longest_notebooks_of_the_last_run_start_first(tmp_path: Path) -> None:
+    """This run's folder's timings first, else the record's (a fresh clone), else by name; new notebooks first."""
+    from xscene_lib.execution import _longest_first
+
+    notebooks = [tmp_path / f"{name}.ipynb" for name in ("a", "b", "c", "new")]
+    here, record, broken = tmp_path / "here.json", tmp_path / "record.json", tmp_path / "broken.json"
+    record.write_text(json.dumps({"smoke": False, "seconds": {"a": 5.0, "b": 60.0, "c": 20.0}}))
+    broken.write_text("{not json")
+    order = lambda files, smoke=False: [p.stem for p in _longest_first(notebooks, files, smoke)]  # noqa: E731
+    assert order([here, record]) == ["new", "b", "c", "a"]  # no timings here: the record's order
+    assert order([broken, record]) == ["new", "b", "c", "a"]
+    assert order([here, record], smoke=True) == ["a", "b", "c", "new"]  # the record is of full runs: by name
+    here.write_text(json.dumps({"smoke": False, "seconds": {"a": 90.0, "b": 1.0, "c": 2.0, "new": 3.0}}))
+    assert order([here, record]) == ["a", "new", "c", "b"]
+
+
 def test_after_a_failure_no_new_notebook_starts(tmp_path: Path) -> None:
     """One at a time: the first notebook fails, so the second never runs; the error names the first."""
     _write_notebook(tmp_path / "in", "a_broken.ipynb", "raise ValueError('on purpose')")

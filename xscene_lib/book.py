@@ -90,7 +90,8 @@ def build_site(smoke: bool, root: str | Path = ".", *, notebooks_dir: str | Path
     started, root = time.perf_counter(), Path(root)
     notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else root / "notebooks"
     output_dir = Path(output_dir) if output_dir is not None else root / "book" / "executed"
-    executed = execute_notebooks(smoke, notebooks_dir, output_dir, jobs=jobs, progress=progress)
+    executed = execute_notebooks(smoke, notebooks_dir, output_dir, jobs=jobs, progress=progress,
+                                 last_timings=root / "book" / TIMINGS_FILE)
     numbers = save_key_numbers(executed, output_dir / KEY_NUMBERS_FILE, smoke)
     citation = "```bibtex\n" + citation_bibtex(root) + "```\n"
     write_atomically(output_dir / CITATION_FILE, lambda path: path.write_text(citation, encoding="utf-8"))

@@ -86,7 +86,7 @@ def _describe_failure(path: Path, error: Exception) -> str:
 
 def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
                       output_dir: str | Path = "book/executed", *, jobs: int | None = None, progress: bool = True,
-                      cwd: str | Path | None = None) -> list[Path]:
+                      cwd: str | Path | None = None, last_timings: str | Path | None = None) -> list[Path]:
     """Execute every ``*.ipynb`` of `notebooks_dir` with ``smoke`` set, `jobs` at a time; return the executed copies.
 
     Each copy is written to a temporary file in `output_dir` and renamed into place only when the
@@ -94,6 +94,8 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
     new notebook starts, the running ones finish (and are kept), and `NotebookError` names the notebook
     and the cell; its partly executed copy is kept as ``<name>.failed.ipynb`` for inspection. Wall times
     (seconds) go to ``timings.json``. Notebooks run with `cwd` (default: `notebooks_dir`) as their working folder.
+    The longest notebooks of the last run start first: its ``timings.json`` in `output_dir`, else `last_timings`
+    (the book passes ``book/timings.json``, the wall times of the build that made its record), else by name.
     """
     source_dir, target_dir = Path(notebooks_dir).resolve(), Path(output_dir).resolve()  # the same from any process
     notebooks = sorted(p for p in source_dir.glob("*.ipynb") if not p.name.startswith("."))
@@ -109,8 +111,9 @@ def execute_notebooks(smoke: bool, notebooks_dir: str | Path = "notebooks",
     started = time.perf_counter()
     workdir = source_dir if cwd is None else Path(cwd).resolve()
     with _kernel_environment():
-        timings, failures = _run_side_by_side(_longest_first(notebooks, target_dir, smoke), target_dir, kernel, smoke,
-                                              jobs, progress, workdir)
+        earlier = [target_dir / TIMINGS_FILE] + ([] if last_timings is None else [Path(last_timings)])
+        queue = _longest_first(notebooks, earlier, smoke)
+        timings, failures = _run_side_by_side(queue, target_dir, kernel, smoke, jobs, progress, workdir)
     if failures:  # the first by name; the others are named after it
         first, *others = sorted(failures)
         raise failures[first] if not others else NotebookError(f"{failures[first]}\n  also failed: {', '.join(others)}")
@@ -139,14 +142,19 @@ def _kernel_environment() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _longest_first(notebooks: list[Path], target_dir: Path, smoke: bool) -> list[Path]:
-    """The notebooks, the longest of the last run in this mode first (new ones before them); else by name."""
-    try:
-        last = json.loads((target_dir / TIMINGS_FILE).read_text(encoding="utf-8"))
-        seconds = last["seconds"] if last.get("smoke") == smoke else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        seconds = {}
-    return sorted(notebooks, key=lambda path: -float(seconds.get(path.stem, float("inf"))) if seconds else 0.0)
+def _longest_first(notebooks: list[Path], timing_files: list[Path], smoke: bool) -> list[Path]:
+    """The notebooks, the longest first by the first readable timings of a run in this mode (new ones before
+    them); by name when there are none."""
+    seconds = {}
+    for path in timing_files:
+        try:
+            last = json.loads(Path(path).read_text(encoding="utf-8"))
+            seconds = {str(k): float(v) for k, v in last["seconds"].items()} if last.get("smoke") == smoke else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            seconds = {}
+        if seconds:
+            break
+    return sorted(notebooks, key=lambda path: -seconds.get(path.stem, float("inf")) if seconds else 0.0)
 
 
 def _run_side_by_side(queue: list[Path], target_dir: Path, kernel: str, smoke: bool, jobs: int, progress: bool,
