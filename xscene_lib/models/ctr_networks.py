@@ -52,7 +52,11 @@ class FeatureEmbedding(nn.Module):
         """The item's ID embedding plus its projected text vector (each if used). shape: (B, dim)."""
         parts = [] if self.item is None else [self.item(batch["item"])]
         if self.text is not None:
-            parts.append(self.text(self.item_vectors[batch["item"]]))
+            item = batch["item"]  # (B,)
+            if len(item) >= len(self.item_vectors):  # project the whole catalogue once, then pick: cheaper
+                parts.append(self.text(self.item_vectors)[item])
+            else:
+                parts.append(self.text(self.item_vectors[item]))
         return torch.stack(parts).sum(dim=0)
 
     def fields(self, batch: Batch) -> torch.Tensor:
@@ -117,8 +121,9 @@ class PartitionedNorm(nn.Module):
 
     def forward(self, rows: torch.Tensor, scenario: int) -> torch.Tensor:
         """The rows (n, width) of one scenario, normalised with that scenario's moments. shape: (n, width)."""
-        if self.training:  # the moments of this scenario's rows in the batch
-            mean, var = rows.mean(dim=0), rows.var(dim=0, unbiased=False)
+        if self.training:  # the moments of this scenario's rows in the batch (centred: Tensor.var(dim=0) is slow)
+            mean = rows.mean(dim=0)
+            var = (rows - mean).pow(2).mean(dim=0)
             with torch.no_grad():
                 self.running_mean[scenario] += self.momentum * (mean - self.running_mean[scenario])
                 self.running_var[scenario] += self.momentum * (var - self.running_var[scenario])
