@@ -27,11 +27,13 @@ and it moves much less with the machine's load than the seconds do.
 
     python bench/train_speed.py                       # everything (ml-1m joint model: several minutes)
     python bench/train_speed.py --datasets ml-100k    # quicker
-    OMP_WAIT_POLICY=PASSIVE python bench/train_speed.py --threads 2
+    python bench/train_speed.py --threads 2 --datasets ml-1m --models shared-bottom star joint-ctr   # idle machine
 
 On a machine whose cores other processes also use, torch's OpenMP threads spin while they wait for each
 other and an epoch can take ten times longer; OMP_WAIT_POLICY=PASSIVE (set before Python starts) or
---threads 1 avoids that. The table says how many threads ran and the policy in force.
+--threads 1 avoids that. On an idle machine leave the policy unset: PASSIVE makes every small operation wait for
+a sleeping thread, and the click-through models' 2-thread fits take twice as long with it (bench/README.md). The
+table says how many threads ran and the policy in force.
 """
 
 from __future__ import annotations
