@@ -1,0 +1,153 @@
+"""Benchmark: the top-k protocol's quality targets, per dataset, from finished runs (nothing is trained here).
+
+For each dataset and view it reads our models' runs (a folder written by `xscene run` / `run_experiment`:
+`results/<dataset>-<view>`, else the committed record `bench/results/recorded/<dataset>-<view>`) and the peers'
+ranks (`bench/peer_recbole.py`'s `<dataset>-<view>.ranks.csv` in `results/peers`, else `bench/results/peers`),
+and prints:
+
+- best: the xscene model and the peer with the highest test NDCG@10 over all test rows (ours: the mean of its
+  seeds), the ratio ours / peer's (target: >= 1.05), and the difference with its 95% paired bootstrap interval
+  over users (target: above zero). Both bests are read off the test split, as the target is stated; nothing
+  is chosen with them.
+- text: each text-aware model minus its no-text twin (joint, seq-joint), on all test rows and on cold items
+  (at most COLD_MAX training interactions in their scenario, the runner's `cold_item` flag), and each
+  text-aware model minus text zero-shot on cold items and on items never seen in training: reported whatever
+  they show.
+- the runs' seeds, and what is missing (a dataset without runs or peers says which command makes them).
+
+    python bench/quality.py                                   # the three datasets of the book
+    python bench/quality.py --datasets ml-100k --runs results --peers results/peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from xscene_lib.data import loading as datasets
+from xscene_lib.evaluation import metrics
+from xscene_lib.evaluation.intervals import format_interval, paired_bootstrap
+from xscene_lib.experiments.slices import COLD_MAX
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = {"ml-100k": "age", "ml-1m": "age", "food-kitchen": "domain"}
+RUN_DIRS = (ROOT / "results", ROOT / "bench" / "results" / "recorded")
+PEER_DIRS = (ROOT / "results" / "peers", ROOT / "bench" / "results" / "peers")
+SOURCES = ("local", "mirror", "fallback")
+METRIC = "ndcg@10"
+TARGET_RATIO = 1.05
+TEXT_TWINS = {"joint": "joint-no-text", "seq-joint": "seq-joint-no-text"}  # text-aware model -> its no-text twin
+ZERO_SHOT = "text-zero-shot"
+
+
+def our_rows(folders: list[Path], name: str) -> tuple[pd.DataFrame, Path] | None:
+    """Per-row test metrics of every finished (model, seed) run in the first folder that has runs of `name`."""
+    for folder in folders:
+        runs = sorted((folder / name / "runs").glob("*/per_row.parquet"))
+        if runs:
+            rows = pd.concat([pd.read_parquet(path) for path in runs], ignore_index=True)
+            return rows.assign(model=rows["model"].astype(str), scenario=rows["scenario"].astype(str)), folder
+    return None
+
+
+def peer_rows(folders: list[Path], name: str) -> tuple[pd.DataFrame, Path] | None:
+    """Per-row test metrics of the peers' ranks, models named "RecBole <model>", seed 0."""
+    for folder in folders:
+        path = folder / f"{name}.ranks.csv"
+        if path.is_file():
+            ranks = pd.read_csv(path)
+            rows = metrics.ranking_metrics(ranks).assign(model="RecBole " + ranks["model"].astype(str), seed=0)
+            return rows.assign(scenario=rows["scenario"].astype(str)), path
+    return None
+
+
+def never_seen(dataset: str, view: str) -> pd.DataFrame:
+    """(user_id, item_id) of the test rows whose item has no training interaction in any scenario."""
+    split = datasets.load(dataset, view, sources=SOURCES, verbose=False).split()
+    unseen = ~split.test["item_id"].isin(split.train["item_id"])
+    return split.test.loc[unseen, ["user_id", "item_id"]]
+
+
+def compare(rows: pd.DataFrame, baseline: str, candidate: str, n_resamples: int) -> dict:
+    """candidate - baseline in NDCG@10 over the rows' users, with the 95% paired bootstrap interval."""
+    both = rows[rows["model"].isin([baseline, candidate])]
+    result = paired_bootstrap(both, METRIC, baseline, candidate, by=(), n_resamples=n_resamples).iloc[0]
+    return result.to_dict()
+
+
+def line(label: str, result: dict) -> str:
+    """One comparison as text: the two means, the difference and its interval."""
+    return (f"  {label:<44} {result['candidate']:.4f} vs {result['baseline']:.4f}: {result['difference']:+.4f} "
+            f"{format_interval(result['ci_low'], result['ci_high'])}  (n={int(result['n_units']):,})")
+
+
+def report(dataset: str, view: str, run_dirs: list[Path], peer_dirs: list[Path], n_resamples: int) -> list[str]:
+    """The lines of one dataset's report."""
+    name = f"{dataset}-{view}"
+    ours, peers = our_rows(run_dirs, name), peer_rows(peer_dirs, name)
+    out = [f"{name}:"]
+    if ours is None:
+        return out + [f"  no runs of ours in {', '.join(str(d / name) for d in run_dirs)}; "
+                      f"`xscene run --dataset {dataset} --scenarios {view} --seeds 3 --output results`"]
+    rows, where = ours
+    seeds = rows.groupby("model")["seed"].nunique()
+    means = rows.groupby(["model", "seed"])[METRIC].mean().groupby("model").mean().sort_values(ascending=False)
+    out.append(f"  ours ({where / name}): " + ", ".join(f"{m} {v:.4f} ({seeds[m]} seed(s))" for m, v in means.items()))
+    if peers is None:
+        out.append(f"  no peer ranks {name}.ranks.csv in {', '.join(map(str, peer_dirs))}; "
+                   f"`make peers PEERS_ARGS='--dataset {dataset} --scenarios {view}'`")
+    else:
+        prows, path = peers
+        prows = prows[prows["user_id"].isin(rows["user_id"])]  # a smoke run: its users only
+        peer_means = prows.groupby("model")[METRIC].mean().sort_values(ascending=False)
+        out.append(f"  peers ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}): "
+                   + ", ".join(f"{m} {v:.4f}" for m, v in peer_means.items()))
+        best, best_peer = means.index[0], peer_means.index[0]
+        mine = rows[(rows["model"] == best) & rows["user_id"].isin(prows["user_id"])]
+        joined = pd.concat([mine, prows[prows["model"] == best_peer][rows.columns.intersection(prows.columns)]],
+                           ignore_index=True)
+        result = compare(joined, best_peer, best, n_resamples)
+        ratio = result["candidate"] / result["baseline"] if result["baseline"] > 0 else float("inf")
+        met = ratio >= TARGET_RATIO and result["ci_low"] > 0
+        out.append(line(f"best: {best} - {best_peer}", result))
+        out.append(f"  ratio {ratio:.3f} (target >= {TARGET_RATIO}, interval above 0): {'met' if met else 'NOT met'}")
+    if not set(TEXT_TWINS) & set(rows["model"]):
+        return out + [f"  no text-aware model ({', '.join(TEXT_TWINS)}) among the runs"]
+    cold = rows[rows["cold_item"].astype(bool)]
+    try:
+        unseen = rows.merge(never_seen(dataset, view), on=["user_id", "item_id"])
+    except datasets.FetchError as error:  # the split is needed only for the never-seen slice
+        out.append(f"  never-seen items skipped: {str(error).splitlines()[0]} (set XSCENE_MIRROR or allow downloads)")
+        unseen = rows.iloc[:0]
+    for text_model, twin in TEXT_TWINS.items():
+        if {text_model, twin} <= set(rows["model"]):
+            out.append(line(f"text: {text_model} - {twin}, all rows", compare(rows, twin, text_model, n_resamples)))
+            if not cold.empty:
+                out.append(line(f"text: {text_model} - {twin}, cold items (<= {COLD_MAX})",
+                                compare(cold, twin, text_model, n_resamples)))
+        for part, label in ((cold, f"cold items (<= {COLD_MAX})"), (unseen, "never-seen items")):
+            if text_model in set(rows["model"]) and ZERO_SHOT in set(part["model"]) and not part.empty:
+                out.append(line(f"text: {text_model} - {ZERO_SHOT}, {label}",
+                                compare(part, ZERO_SHOT, text_model, n_resamples)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
+    parser.add_argument("--runs", nargs="+", type=Path, default=list(RUN_DIRS),
+                        help="folders holding <dataset>-<view>/runs/ (the first that has them is read)")
+    parser.add_argument("--peers", nargs="+", type=Path, default=list(PEER_DIRS),
+                        help="folders holding <dataset>-<view>.ranks.csv (the first that has it is read)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval")
+    args = parser.parse_args()
+    for dataset in args.datasets:
+        print("\n".join(report(dataset, DATASETS[dataset], args.runs, args.peers, args.resamples)), flush=True)
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""bench/quality.py: the best of ours against the best peer, and the text comparisons, from hand-made runs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+USERS = np.arange(1, 9)
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+quality = _load_bench()
+
+
+def _run(folder: Path, model: str, seed: int, rank: float, cold: np.ndarray) -> None:
+    """A run folder's per-row table: every test row of `model` at one rank."""
+    run = folder / "tiny-age" / "runs" / f"{model}-seed{seed}"
+    run.mkdir(parents=True)
+    rows = pd.DataFrame({"user_id": USERS, "item_id": USERS * 10, "scenario": np.where(USERS % 2, "a", "b"),
+                         "rank": rank, "model": model, "seed": seed, "cold_item": cold})
+    quality.metrics.ranking_metrics(rows).to_parquet(run / "per_row.parquet")
+
+
+@pytest.fixture
+def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    runs, peers = tmp_path / "runs", tmp_path / "peers"
+    cold = USERS <= 4
+    for seed in (0, 1):
+        _run(runs, "seq-joint", seed, 1.0, cold)  # NDCG@10 = 1
+        _run(runs, "seq-joint-no-text", seed, 2.0, cold)  # 1 / log2(3)
+    _run(runs, "text-zero-shot", 0, 3.0, cold)  # 1 / log2(4) = 0.5
+    peers.mkdir()
+    pd.DataFrame({"model": "SASRec", "user_id": USERS, "item_id": USERS * 10, "scenario": "a",
+                  "rank": 3.0}).to_csv(peers / "tiny-age.ranks.csv", index=False)
+    unseen = pd.DataFrame({"user_id": USERS[:2], "item_id": USERS[:2] * 10})
+    monkeypatch.setattr(quality, "never_seen", lambda dataset, view: unseen)
+    return runs, peers
+
+
+def test_the_report_gives_the_best_models_ratio_and_the_text_differences(folders) -> None:
+    runs, peers = folders
+    lines = quality.report("tiny", "age", [runs], [peers], n_resamples=200)
+    text = "\n".join(lines)
+    assert "seq-joint 1.0000 (2 seed(s))" in text
+    assert "RecBole SASRec 0.5000" in text
+    assert "best: seq-joint - RecBole SASRec" in text and "+0.5000 [+0.5000, +0.5000]" in text
+    assert "ratio 2.000" in text and ": met" in text
+    gap = 1.0 - 1.0 / np.log2(3.0)
+    assert "text: seq-joint - seq-joint-no-text, all rows" in text and f"{gap:+.4f}" in text
+    cold_line = next(line for line in lines if "seq-joint-no-text, cold items" in line)
+    assert "(n=4)" in cold_line
+    unseen_line = next(line for line in lines if "text-zero-shot, never-seen items" in line)
+    assert "(n=2)" in unseen_line and "+0.5000" in unseen_line
+
+
+def test_a_target_missed_is_said(folders) -> None:
+    runs, peers = folders
+    pd.DataFrame({"model": "SASRec", "user_id": USERS, "item_id": USERS * 10, "scenario": "a",
+                  "rank": 1.0}).to_csv(peers / "tiny-age.ranks.csv", index=False)
+    text = "\n".join(quality.report("tiny", "age", [runs], [peers], n_resamples=200))
+    assert "ratio 1.000" in text and "NOT met" in text
+
+
+def test_missing_runs_and_peers_name_the_command_that_makes_them(tmp_path: Path, folders) -> None:
+    runs, _ = folders
+    text = "\n".join(quality.report("tiny", "age", [tmp_path / "none"], [tmp_path / "none"], n_resamples=200))
+    assert "xscene run --dataset tiny --scenarios age" in text
+    text = "\n".join(quality.report("tiny", "age", [runs], [tmp_path / "none"], n_resamples=200))
+    assert "make peers PEERS_ARGS='--dataset tiny --scenarios age'" in text
