@@ -1,7 +1,8 @@
 """Benchmark: the top-k protocol's quality targets, per dataset, from finished runs (nothing is trained here).
 
-For each dataset and view it reads our models' runs (a folder written by `xscene run` / `run_experiment`:
-`results/<dataset>-<view>`, else the committed record `bench/results/recorded/<dataset>-<view>`) and the peers'
+For each dataset and view it reads our models' runs (folders written by `xscene run` / `run_experiment`:
+`results/<dataset>-<view>`, then the committed record `bench/results/recorded/<dataset>-<view>` for the models
+the first lacks) and the peers'
 ranks (`bench/peer_recbole.py`'s `<dataset>-<view>.ranks.csv` in `results/peers`, else `bench/results/peers`),
 and prints:
 
@@ -43,14 +44,22 @@ TEXT_TWINS = {"joint": "joint-no-text", "seq-joint": "seq-joint-no-text"}  # tex
 ZERO_SHOT = "text-zero-shot"
 
 
-def our_rows(folders: list[Path], name: str) -> tuple[pd.DataFrame, Path] | None:
-    """Per-row test metrics of every finished (model, seed) run in the first folder that has runs of `name`."""
+def our_rows(folders: list[Path], name: str) -> tuple[pd.DataFrame, list[Path]] | None:
+    """Per-row test metrics of every finished (model, seed) run of `name`; a model's runs come from the first
+    folder that has them (a live run before a recorded one), and the folders read are returned."""
+    frames, read = [], []
     for folder in folders:
         runs = sorted((folder / name / "runs").glob("*/per_row.parquet"))
-        if runs:
-            rows = pd.concat([pd.read_parquet(path) for path in runs], ignore_index=True)
-            return rows.assign(model=rows["model"].astype(str), scenario=rows["scenario"].astype(str)), folder
-    return None
+        rows = [pd.read_parquet(path) for path in runs]
+        taken = {model for frame in frames for model in frame["model"].unique()}
+        rows = [frame for frame in rows if not set(frame["model"].astype(str)) & taken]
+        if rows:
+            frames.append(pd.concat(rows, ignore_index=True).astype({"model": str}))
+            read.append(folder / name)
+    if not frames:
+        return None
+    rows = pd.concat(frames, ignore_index=True)
+    return rows.assign(scenario=rows["scenario"].astype(str)), read
 
 
 def peer_rows(folders: list[Path], name: str) -> tuple[pd.DataFrame, Path] | None:
@@ -95,7 +104,8 @@ def report(dataset: str, view: str, run_dirs: list[Path], peer_dirs: list[Path],
     rows, where = ours
     seeds = rows.groupby("model")["seed"].nunique()
     means = rows.groupby(["model", "seed"])[METRIC].mean().groupby("model").mean().sort_values(ascending=False)
-    out.append(f"  ours ({where / name}): " + ", ".join(f"{m} {v:.4f} ({seeds[m]} seed(s))" for m, v in means.items()))
+    out.append(f"  ours ({', '.join(map(str, where))}): "
+               + ", ".join(f"{m} {v:.4f} ({seeds[m]} seed(s))" for m, v in means.items()))
     if peers is None:
         out.append(f"  no peer ranks {name}.ranks.csv in {', '.join(map(str, peer_dirs))}; "
                    f"`make peers PEERS_ARGS='--dataset {dataset} --scenarios {view}'`")
@@ -139,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--runs", nargs="+", type=Path, default=list(RUN_DIRS),
-                        help="folders holding <dataset>-<view>/runs/ (the first that has them is read)")
+                        help="folders holding <dataset>-<view>/runs/ (each model read from the first that has it)")
     parser.add_argument("--peers", nargs="+", type=Path, default=list(PEER_DIRS),
                         help="folders holding <dataset>-<view>.ranks.csv (the first that has it is read)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval")

@@ -41,6 +41,9 @@ def test_the_table_has_a_row_per_model_seed_and_scenario(smoke_run: experiment.R
     assert (overall["rows"] == experiment.SMOKE_USERS).all()  # one test row per smoke user
     popularity = overall[overall["model"] == "popularity"]["ndcg@10"]
     assert popularity.nunique() == 1  # no randomness in popularity: seeds agree
+    assert overall[overall["model"] == "popularity"][["epochs_run", "best_epoch"]].isna().all().all()  # not trained
+    bpr = overall[overall["model"] == "bpr"]
+    assert (bpr["epochs_run"] == 1).all() and (bpr["best_epoch"] == 1).all()  # smoke mode: one epoch, validated
     assert (smoke_run.output_dir / "results.csv").is_file()
 
 

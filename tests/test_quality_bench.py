@@ -78,3 +78,14 @@ def test_missing_runs_and_peers_name_the_command_that_makes_them(tmp_path: Path,
     assert "xscene run --dataset tiny --scenarios age" in text
     text = "\n".join(quality.report("tiny", "age", [runs], [tmp_path / "none"], n_resamples=200))
     assert "make peers PEERS_ARGS='--dataset tiny --scenarios age'" in text
+
+
+def test_each_model_is_read_from_the_first_folder_that_has_it(tmp_path: Path, folders) -> None:
+    runs, peers = folders
+    recorded = tmp_path / "recorded"
+    _run(recorded, "seq-joint", 0, 9.0, USERS <= 4)  # shadowed by the live runs of seq-joint
+    _run(recorded, "joint", 0, 4.0, USERS <= 4)  # only here: 1 / log2(5)
+    text = "\n".join(quality.report("tiny", "age", [runs, recorded], [peers], n_resamples=200))
+    assert "seq-joint 1.0000 (2 seed(s))" in text
+    assert f"joint {1 / np.log2(5.0):.4f} (1 seed(s))" in text
+    assert str(runs / "tiny-age") in text and str(recorded / "tiny-age") in text

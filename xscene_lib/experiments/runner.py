@@ -160,7 +160,7 @@ def run_click_through(dataset: str | Dataset = "ml-1m", scenarios: str | None = 
             fit_seconds = time.perf_counter() - begun
         summary = model.evaluate(split.test).rename_axis("scenario").reset_index()
         summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib,
-                                 run_seconds=time.perf_counter() - begun)  # fit and evaluation
+                                 run_seconds=time.perf_counter() - begun, **_epochs(model))  # fit and evaluation
         store.write_tables(run, {"summary": summary}, model=name, seed=seed)
         bar.update()
 
@@ -258,9 +258,17 @@ def _run_one(spec: ModelSpec, seed: int, smoke: bool, data: Dataset, split: Spli
                              cold_item=cold["cold_item"].to_numpy(), cold_user=cold["cold_user"].to_numpy())
     summary = summarise(per_row.assign(scenario=test["scenario"]), by=("scenario",)).reset_index()
     summary = summary.assign(model=spec.name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib,
-                             run_seconds=time.perf_counter() - started)  # fit and evaluation
+                             run_seconds=time.perf_counter() - started, **_epochs(model))  # fit and evaluation
     summary["scenario"] = summary["scenario"].astype(str)
     return per_row, summary
+
+
+def _epochs(model: object) -> dict[str, float]:
+    """A fitted model's epochs run and the epoch whose weights it kept (1-based; NaN when it did not train)."""
+    history = getattr(model, "history_", None)
+    if history is None:
+        return {"epochs_run": np.nan, "best_epoch": np.nan}
+    return {"epochs_run": len(history.epochs), "best_epoch": history.best_epoch if history.best_epoch >= 1 else np.nan}
 
 
 def _with_sampled_metrics(per_row: pd.DataFrame, model: Recommender, seen: pd.DataFrame, test: pd.DataFrame,
