@@ -304,3 +304,18 @@ def test_domain_candidates_only_when_scenarios_are_item_domains() -> None:
     candidates = domain_candidates(by_domain)
     assert sorted(candidates) == ["app", "web"] and all(item % 2 == 0 for item in candidates["app"])
     assert len(candidates["app"]) + len(candidates["web"]) == len(items)
+
+
+def test_epochs_are_read_from_one_history_or_the_largest_of_several() -> None:
+    from xscene_lib.training.loop import TrainHistory
+
+    def history(epochs: int, best: int) -> TrainHistory:
+        return TrainHistory(epochs=[{"epoch": e + 1} for e in range(epochs)], best_epoch=best)
+
+    one = type("Model", (), {"history_": history(9, 5)})()
+    parts = type("Model", (), {"history_": [history(4, 2), history(12, 3)]})()
+    assert experiment._epochs(one) == {"epochs_run": 9, "best_epoch": 5}
+    assert experiment._epochs(parts) == {"epochs_run": 12, "best_epoch": 3}
+    unvalidated = experiment._epochs(type("Model", (), {"history_": history(3, -1)})())
+    assert unvalidated["epochs_run"] == 3 and np.isnan(unvalidated["best_epoch"])
+    assert all(np.isnan(value) for value in experiment._epochs(object()).values())

@@ -1,10 +1,11 @@
 """Experiments recorded by an earlier `xscene run` and committed, read back without refitting.
 
-A grid too slow for the book's build (chapter 8's ml-1m and food-kitchen top-k runs) is run once by
-`make recorded`, which calls `xscene run ... --output bench/results/recorded` under the book's kernel settings,
-and its folder is committed. A chapter reads it with `recorded_experiment` and says on the page that the
-numbers are recorded, and by which command. Every (model, seed) run is checked against the SHA-256 sums of its
-manifest before it is used, so an edited or truncated file is an error, not a silently different number.
+A grid too slow for the book's build (chapter 8's ml-1m and food-kitchen top-k runs, its sequential models on
+ml-100k) is run once by `make recorded`, which calls `xscene run ... --output bench/results/recorded` under the
+book's kernel settings, and its folder is committed. A chapter reads it with `recorded_experiment` and says on
+the page that the numbers are recorded, and by which command. Every (model, seed) run is checked against the
+SHA-256 sums of its manifest before it is used, so an edited or truncated file is an error, not a silently
+different number.
 """
 
 from __future__ import annotations

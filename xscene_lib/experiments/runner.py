@@ -264,11 +264,14 @@ def _run_one(spec: ModelSpec, seed: int, smoke: bool, data: Dataset, split: Spli
 
 
 def _epochs(model: object) -> dict[str, float]:
-    """A fitted model's epochs run and the epoch whose weights it kept (1-based; NaN when it did not train)."""
+    """A fitted model's epochs run and the epoch whose weights it kept (1-based; NaN when it did not train or did
+    not validate); a model trained in parts (one per scenario) gives the largest of each over its parts."""
     history = getattr(model, "history_", None)
-    if history is None:
+    parts = [] if history is None else history if isinstance(history, list) else [history]
+    if not parts:
         return {"epochs_run": np.nan, "best_epoch": np.nan}
-    return {"epochs_run": len(history.epochs), "best_epoch": history.best_epoch if history.best_epoch >= 1 else np.nan}
+    best = max(part.best_epoch for part in parts)
+    return {"epochs_run": max(len(part.epochs) for part in parts), "best_epoch": best if best >= 1 else np.nan}
 
 
 def _with_sampled_metrics(per_row: pd.DataFrame, model: Recommender, seen: pd.DataFrame, test: pd.DataFrame,
