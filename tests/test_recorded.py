@@ -74,7 +74,8 @@ def test_an_edited_run_or_a_smoke_manifest_is_refused(recorded, tmp_path: Path) 
 
 
 CHAPTER_8 = [("ml-1m-age", ["popularity", "itemknn", "bpr", "text-zero-shot", "joint"]),
-             ("food-kitchen-domain", ["popularity", "itemknn", "bpr", "text-zero-shot"])]
+             ("food-kitchen-domain", ["popularity", "itemknn", "bpr", "text-zero-shot"]),
+             ("ml-100k-age", ["sasrec", "seq-joint-no-text", "seq-joint"])]
 
 
 @pytest.mark.parametrize("folder, models", CHAPTER_8)
@@ -98,5 +99,6 @@ def test_chapter_8_reads_the_models_that_make_recorded_fits() -> None:
     exec("".join(cell["source"]), parameters)
     recipe = (ROOT / "Makefile").read_text().split("\nrecorded:", 1)[1].split("\n\n", 1)[0]
     fitted = [line.split("--models", 1)[1].split() for line in recipe.splitlines() if "--models" in line]
-    assert fitted == [parameters["ml1m_models"], parameters["food_models"]] == [m for _, m in CHAPTER_8]
+    assert fitted == [parameters[name] for name in ("ml1m_models", "food_models", "seq_models")] \
+        == [m for _, m in CHAPTER_8]
     assert parameters["recorded"] is True

@@ -33,8 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # plain text bars: readable in terminals, notebooks and the built site
 
-from xscene_lib.data import loading as datasets
-from xscene_lib.data import store
+from xscene_lib.data import loading as datasets, store
 from xscene_lib.models.ctr_protocol import click_through_split
 from xscene_lib.data.dataset import Dataset, Split
 from xscene_lib.data.validation import DataError, check_int, check_positive_int
@@ -264,14 +263,11 @@ def _run_one(spec: ModelSpec, seed: int, smoke: bool, data: Dataset, split: Spli
 
 
 def _epochs(model: object) -> dict[str, float]:
-    """A fitted model's epochs run and the epoch whose weights it kept (1-based; NaN when it did not train or did
-    not validate); a model trained in parts (one per scenario) gives the largest of each over its parts."""
-    history = getattr(model, "history_", None)
-    parts = [] if history is None else history if isinstance(history, list) else [history]
-    if not parts:
-        return {"epochs_run": np.nan, "best_epoch": np.nan}
-    best = max(part.best_epoch for part in parts)
-    return {"epochs_run": max(len(part.epochs) for part in parts), "best_epoch": best if best >= 1 else np.nan}
+    """Epochs run and the (1-based) epoch kept; NaN if not trained or not validated; of parts, the largest."""
+    parts = getattr(model, "history_", [])
+    parts = parts if isinstance(parts, list) else [parts]
+    best, runs = max([p.best_epoch for p in parts], default=-1), max([len(p.epochs) for p in parts], default=np.nan)
+    return {"epochs_run": runs, "best_epoch": best if best >= 1 else np.nan}
 
 
 def _with_sampled_metrics(per_row: pd.DataFrame, model: Recommender, seen: pd.DataFrame, test: pd.DataFrame,
