@@ -176,6 +176,29 @@ def test_columns_of_padding_in_every_row_change_no_output() -> None:
     torch.testing.assert_close(alone[0], both[1, -3:], rtol=1e-5, atol=1e-5)
 
 
+def test_a_subset_of_items_gets_the_rows_of_the_whole_table() -> None:
+    torch.manual_seed(0)
+    known = np.r_[np.ones(7, bool), np.zeros(2, bool)]  # the last two items never in training: no id part
+    net = SequenceNet(9, 2, 8, 1, 2, 6, 0.0, "film", True, whitened(np.random.default_rng(0).normal(size=(9, 3)), 8),
+                      known)
+    index = torch.tensor([[8, 2], [0, 7]])
+    keep = torch.tensor([[0.0], [1.0], [1.0], [0.0], [1.0], [1.0], [1.0], [1.0], [1.0]])  # (9, 1): items 0, 3 lose ids
+    whole = net.items(keep)  # (9, dim)
+    torch.testing.assert_close(net.items(keep[index], index), whole[index])  # (2, 2, dim)
+    torch.testing.assert_close(net.items(None, index[1]), net.items()[index[1]])
+    torch.testing.assert_close(whole[8], net.text()[8])  # an item never in training is its text part alone
+
+
+@pytest.mark.parametrize("n_users, batch_size, expected", [(943, 128, 40), (6_040, 128, 10), (60, 32, 160)])
+def test_default_patience_is_320_optimiser_steps_and_at_least_10_epochs(n_users: int, batch_size: int,
+                                                                       expected: int) -> None:
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(n_users), 3), "item_id": np.tile([0, 1, 2], n_users),
+                          "scenario": "a", "timestamp": np.tile([1, 2, 3], n_users)})
+    model = SequentialModel(**QUICK | {"patience": None, "num_epochs": 1, "batch_size": batch_size})
+    assert model.fit(frame).patience_ == expected  # ceil(320 / ceil(n_users / batch_size)), at least 10
+    assert SequentialModel(**QUICK | {"patience": 7, "num_epochs": 1}).fit(frame).patience_ == 7
+
+
 def test_whitening_gives_uncorrelated_unit_variance_components() -> None:
     text = np.random.default_rng(0).normal(size=(200, 6)) @ np.random.default_rng(1).normal(size=(6, 6))
     white = whitened(text, dim=4)
@@ -189,7 +212,7 @@ def test_whitening_gives_uncorrelated_unit_variance_components() -> None:
     ({"num_layers": 1.5}, "num_layers"), ({"dropout": 1.0}, "dropout"), ({"id_dropout": -0.1}, "id_dropout"),
     ({"loss": "hinge"}, "loss"), ({"adaptation": "star"}, "adaptation"), ({"use_text": "yes"}, "use_text"),
     ({"use_id": False}, "switch on at least one"), ({"seed": -1}, "seed"), ({"learning_rate": 0}, "learning_rate"),
-    ({"num_epochs": 0}, "num_epochs"), ({"batch_size": True}, "batch_size"),
+    ({"num_epochs": 0}, "num_epochs"), ({"batch_size": True}, "batch_size"), ({"patience": 0}, "patience"),
 ])
 def test_bad_settings_are_refused_and_leave_the_model_unfitted(settings: dict, message: str, rule: Rule) -> None:
     model = SequentialModel(**{"show_progress": False} | settings)

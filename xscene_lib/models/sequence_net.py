@@ -44,11 +44,12 @@ class TextAdaptor(torch.nn.Module):
         self.expert_bias = torch.nn.Parameter(torch.zeros(n_experts, dim))  # b_e: (E, dim)
         self.gate = torch.nn.Linear(k, n_experts)  # G, c
 
-    def forward(self) -> torch.Tensor:
-        """Every item's text part. shape: (n_items, dim)."""
-        gate = torch.softmax(self.gate(self.text), dim=-1)  # (n_items, E)
-        every = torch.einsum("nk,ekd->ned", self.text, self.experts) + self.expert_bias  # (n_items, E, dim)
-        return (gate[:, :, None] * every).sum(dim=1)
+    def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The text parts of the items `index` (of every item when None). shape: index (...) -> (..., dim)."""
+        text = self.text if index is None else self.text[index]  # (..., k)
+        gate = torch.softmax(self.gate(text), dim=-1)  # (..., E)
+        every = torch.einsum("...k,ekd->...ed", text, self.experts) + self.expert_bias  # (..., E, dim)
+        return (gate[..., None] * every).sum(dim=-2)
 
 
 class FullSoftmaxLoss(torch.autograd.Function):
@@ -110,14 +111,22 @@ class SequenceNet(torch.nn.Module):
         self.register_buffer("future", future, persistent=False)
         self.register_buffer("off_diagonal", ~torch.eye(max_length, dtype=torch.bool), persistent=False)  # (L, L)
 
-    def parts(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The items' id parts m_i e_i and text parts u_i (None where absent). shape: (n_items, dim) each."""
-        ids = None if self.item_id is None else self.item_id.weight * self.known
-        return ids, None if self.text is None else self.text()
+    def parts(self, index: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The id parts m_i e_i and text parts u_i (None where absent) of the items `index`, of every item when None.
 
-    def items(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """The item table v_i; id_keep (n_items, 1) zeroes some items' id parts. shape: (n_items, dim)."""
-        ids, text = self.parts()
+        Only the items asked for go through the text adaptor, so a batch costs the same in a catalogue of any size.
+        shape: index (...) -> (..., dim) each; (n_items, dim) each without index.
+        """
+        if index is None:
+            ids = None if self.item_id is None else self.item_id.weight * self.known
+            return ids, None if self.text is None else self.text()
+        ids = None if self.item_id is None else self.item_id(index) * F.embedding(index, self.known)
+        return ids, None if self.text is None else self.text(index)
+
+    def items(self, id_keep: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The item table v_i of the items `index` (every item when None); id_keep (same rows, 1) zeroes some
+        items' id parts. shape: (len(index) or n_items, dim)."""
+        ids, text = self.parts(index)
         if ids is not None and id_keep is not None:
             ids = ids * id_keep
         return torch.stack([part for part in (ids, text) if part is not None]).sum(dim=0)
@@ -133,12 +142,12 @@ class SequenceNet(torch.nn.Module):
         real = sequence != PAD  # (B, L)
         start = int(real.any(dim=0).to(torch.uint8).argmax()) if len(sequence) else 0  # the first column in use
         sequence, scenarios, real = sequence[:, start:], scenarios[:, start:], real[:, start:]
-        ids, text = self.parts()
+        ids, text = self.parts((sequence - 1).clamp(min=0))  # (B, L', dim) each; PAD reads item 0, zeroed below
         x = 0.0
-        for part, keep in ((ids, id_keep), (text, None)):
-            if part is not None:
-                embedded = F.embedding(sequence, F.pad(part, (0, 0, 1, 0)))  # (B, L', dim), row 0 = PAD = zeros
-                x = x + (embedded if keep is None else embedded * keep[:, start:, None])
+        if ids is not None:
+            x = x + (ids if id_keep is None else ids * id_keep[:, start:, None])
+        if text is not None:
+            x = x + text
         if self.scenario is not None:
             x = x + self.scenario(scenarios)
         length = sequence.shape[1]

@@ -37,9 +37,11 @@ no context from before its start). Each epoch trains on one window per user, dra
 at most n_users * max_length positions whatever the lengths of the histories, and over the epochs every
 transition is trained on; the (n_windows, max_length) index arrays are built once, before training.
 
-Early stopping is patient (40 epochs) because an epoch is short (one window per user: 8 optimiser steps on
-ml-100k) and validation NDCG@10 over one held-out item per user is noisy. With patience 10, seeds 1 and 2 of
-`seq-joint` on ml-100k stopped at epochs 32 and 44; with 40, seed 1 went on to a best validation epoch of 153.
+Early stopping waits for PATIENCE_STEPS optimiser steps without a better validation NDCG@10, and at least
+MIN_PATIENCE epochs (patience=None; an int sets the epochs): an epoch is one window per user, so its length in
+steps grows with the number of users (ml-100k 8, ml-1m 48, food-kitchen 400), and validation NDCG@10 over one
+held-out item per user is noisy. On ml-100k that is 40 epochs: with 10, seeds 1 and 2 of `seq-joint` stopped at
+epochs 32 and 44, and with 40 seed 1 went on to a best validation epoch of 153.
 
 History when scoring: while fitting (early stopping on validation NDCG@10), each user's training rows; after
 fit, the training rows plus the `valid` rows given to fit, so the test item is predicted from everything before
@@ -67,6 +69,8 @@ from xscene_lib.training.loop import seeded_generator, train_module
 ADAPTATIONS = ("film", None)
 LOSSES = ("softmax", "sampled")
 SAMPLED_NEGATIVES = 512  # items drawn per batch for loss="sampled" (all training items when there are fewer)
+PATIENCE_STEPS = 320  # early stopping's default wait, in optimiser steps (40 epochs on ml-100k) ...
+MIN_PATIENCE = 10  # ... and in epochs, at least
 ENCODE_ROWS = 32  # training windows encoded at once: a batch's, sorted by length, in groups cut to their longest
 
 
@@ -79,7 +83,7 @@ class SequentialModel(TwoTowerRecommender):
     def __init__(self, dim: int = 64, num_layers: int = 2, num_heads: int = 2, max_length: int = 50,
                  dropout: float = 0.2, use_text: bool = False, use_id: bool = True, adaptation: str | None = "film",
                  id_dropout: float = 0.2, loss: str = "softmax", num_epochs: int = 400, learning_rate: float = 1e-3,
-                 weight_decay: float = 0.0, batch_size: int = 128, patience: int = 40, seed: int = 0,
+                 weight_decay: float = 0.0, batch_size: int = 128, patience: int | None = None, seed: int = 0,
                  checkpoint_dir: str | Path | None = None, show_progress: bool = True) -> None:
         self.dim = dim
         self.num_layers = num_layers
@@ -114,8 +118,10 @@ class SequentialModel(TwoTowerRecommender):
 
     def _check_params(self) -> None:
         owner = type(self).__name__
-        for name in ("dim", "num_layers", "num_heads", "max_length", "num_epochs", "batch_size", "patience"):
+        for name in ("dim", "num_layers", "num_heads", "max_length", "num_epochs", "batch_size"):
             check_positive_int(owner, name, getattr(self, name))
+        if self.patience is not None:
+            check_positive_int(owner, "patience", self.patience)
         if self.dim % self.num_heads:
             raise DataError(f"{owner}(dim={self.dim}, num_heads={self.num_heads}): dim must be a multiple of "
                             f"num_heads; change one of them")
@@ -182,20 +188,25 @@ class SequentialModel(TwoTowerRecommender):
                 hidden.append(net.adapt(output[present], target_scenarios[group][:, -output.shape[1]:][present]))
                 wanted.append(target[present])
             hidden, wanted = torch.cat(hidden), torch.cat(wanted)  # (N, dim), (N,)
-            table = net.items(id_keep)  # (n_items, dim)
+
+            def table(index: torch.Tensor) -> torch.Tensor:  # (len(index), dim): v_i of these items, this batch
+                return net.items(None if id_keep is None else id_keep[index], index)
+
             if self.loss == "sampled":
                 sampled = batch[1]  # (K,)
-                positive = (hidden * F.embedding(wanted, table)).sum(dim=1, keepdim=True) - log_q[wanted, None]
-                negative = hidden @ F.embedding(sampled, table).T - log_q[sampled][None]  # (N, K)
+                positive = (hidden * table(wanted)).sum(dim=1, keepdim=True) - log_q[wanted, None]  # (N, 1)
+                negative = hidden @ table(sampled).T - log_q[sampled][None]  # (N, K)
                 negative = negative.masked_fill(sampled[None] == wanted[:, None], -torch.inf)  # accidental hits
                 logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K), the positive first
                 return F.cross_entropy(logits, torch.zeros_like(wanted))
-            return FullSoftmaxLoss.apply(hidden, F.embedding(known_index, table), softmax_column[wanted])  # n_known
+            return FullSoftmaxLoss.apply(hidden, table(known_index), softmax_column[wanted])  # over n_known items
 
         validate = validation_ndcg(self, train, self._validation, seed=self.seed)
+        steps = -(-len(first) // self.batch_size)  # optimiser steps an epoch
+        self.patience_ = self.patience or max(MIN_PATIENCE, -(-PATIENCE_STEPS // max(steps, 1)))  # epochs
         self.history_ = train_module(
             net, batches, loss, validate=validate, num_epochs=self.num_epochs, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, patience=self.patience, seed=self.seed, checkpoint_dir=self.checkpoint_dir,
+            weight_decay=self.weight_decay, patience=self.patience_, seed=self.seed, checkpoint_dir=self.checkpoint_dir,
             run_key=run_key(self, inputs.numpy(), input_scenarios.numpy(), targets.numpy(), target_scenarios.numpy(),
                             item_vectors),
             show_progress=self.show_progress, description="sequential model")
