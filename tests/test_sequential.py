@@ -199,6 +199,14 @@ def test_default_patience_is_320_optimiser_steps_and_at_least_10_epochs(n_users:
     assert SequentialModel(**QUICK | {"patience": 7, "num_epochs": 1}).fit(frame).patience_ == 7
 
 
+def test_auto_loss_samples_only_in_large_catalogues(rule: Rule, monkeypatch: pytest.MonkeyPatch) -> None:
+    quick = QUICK | {"num_epochs": 1}
+    assert SequentialModel(**quick).fit(rule.train).loss_ == "softmax"  # 30 items
+    monkeypatch.setattr("xscene_lib.models.sequential.FULL_SOFTMAX_MAX_ITEMS", N_ITEMS - 1)
+    assert SequentialModel(**quick).fit(rule.train).loss_ == "sampled"
+    assert SequentialModel(**quick | {"loss": "softmax"}).fit(rule.train).loss_ == "softmax"
+
+
 def test_whitening_gives_uncorrelated_unit_variance_components() -> None:
     text = np.random.default_rng(0).normal(size=(200, 6)) @ np.random.default_rng(1).normal(size=(6, 6))
     white = whitened(text, dim=4)
