@@ -8,6 +8,10 @@ row per test interaction: user_id, item_id (our ids), higher and tied (how many 
 equal to the target), candidates (items ranked: all items but the padding and the user's train and valid
 items), and topk_position, the target's place in the top-k list that RecBole's own evaluation builds from the
 same scores with torch.topk (0 when it is not in that list).
+
+With --domains FILE (a CSV of item_id, scenario: the items each scenario ranks, when scenarios are item domains)
+and --test-scenarios FILE (user_id, item_id, scenario of each test row), a test row is ranked only against the
+items of its scenario, as our models are; RecBole's own test metrics still rank every item.
 """
 
 from __future__ import annotations
@@ -26,8 +30,28 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_seed
 
 
-def test_ranks(model: torch.nn.Module, test_data: object, dataset: object, max_k: int) -> pd.DataFrame:
-    """How each test interaction's item ranks among the user's candidates under the trained model's scores."""
+def outside_masks(dataset: object, domains: Path | None, test_scenarios: Path | None) -> tuple[dict, dict]:
+    """Each scenario's (item_num,) mask of the items outside it, and the scenario of each (user, item) test pair
+    in RecBole's indices; both empty without --domains."""
+    if domains is None:
+        return {}, {}
+    items = pd.read_csv(domains)
+    masks = {}
+    for scenario, group in items.groupby("scenario"):
+        inside = dataset.token2id(dataset.iid_field, group["item_id"].astype(str).to_numpy())
+        mask = torch.ones(dataset.item_num, dtype=torch.bool)
+        mask[torch.as_tensor(inside)] = False
+        masks[str(scenario)] = mask
+    rows = pd.read_csv(test_scenarios)
+    users = dataset.token2id(dataset.uid_field, rows["user_id"].astype(str).to_numpy())
+    wanted = dataset.token2id(dataset.iid_field, rows["item_id"].astype(str).to_numpy())
+    return masks, {(int(u), int(i)): str(s) for u, i, s in zip(users, wanted, rows["scenario"])}
+
+
+def test_ranks(model: torch.nn.Module, test_data: object, dataset: object, max_k: int,
+               masks: dict | None = None, scenario_of: dict | None = None) -> pd.DataFrame:
+    """How each test interaction's item ranks among the user's candidates under the trained model's scores
+    (only the items of its scenario's domain when `masks` are given)."""
     model.eval()
     parts = []
     with torch.no_grad():
@@ -36,10 +60,14 @@ def test_ranks(model: torch.nn.Module, test_data: object, dataset: object, max_k
             scores[:, 0] = -np.inf  # the padding item
             if history is not None:
                 scores[history] = -np.inf  # the user's train and valid items
-            target = scores[positive_u, positive_i]  # (n_rows,)
             rows = scores[positive_u]  # (n_rows, item_num)
-            _, top = torch.topk(scores, max_k, dim=-1)  # the call RecBole's evaluation makes
-            found = top[positive_u] == positive_i[:, None]  # (n_rows, max_k)
+            if masks:
+                users = interaction[dataset.uid_field][positive_u].numpy()
+                outside = torch.stack([masks[scenario_of[(int(u), int(i))]] for u, i in zip(users, positive_i)])
+                rows = rows.masked_fill(outside, -np.inf)  # (n_rows, item_num): other domains do not compete
+            target = rows[torch.arange(len(positive_i)), positive_i]  # (n_rows,)
+            _, top = torch.topk(rows, max_k, dim=-1)  # the call RecBole's evaluation makes
+            found = top == positive_i[:, None]  # (n_rows, max_k)
             users = interaction[dataset.uid_field][positive_u].numpy()
             parts.append(pd.DataFrame({
                 "user_id": dataset.id2token(dataset.uid_field, users).astype(np.int64),
@@ -63,6 +91,8 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="the atomic files' name under the config's data_path")
     parser.add_argument("--config", required=True, type=Path, help="the RecBole YAML config of this run")
     parser.add_argument("--out", required=True, type=Path, help="folder for result.json and ranks.csv")
+    parser.add_argument("--domains", type=Path, help="CSV of item_id, scenario: rank within the test row's domain")
+    parser.add_argument("--test-scenarios", type=Path, help="CSV of user_id, item_id, scenario of the test rows")
     options = parser.parse_args()
 
     config = Config(model=options.model, dataset=options.dataset, config_file_list=[str(options.config)])
@@ -81,7 +111,8 @@ def main() -> None:
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    ranks = test_ranks(model, test_data, dataset, max(config["topk"]))
+    ranks = test_ranks(model, test_data, dataset, max(config["topk"]),
+                       *outside_masks(dataset, options.domains, options.test_scenarios))
     test_s = time.perf_counter() - start
 
     options.out.mkdir(parents=True, exist_ok=True)
