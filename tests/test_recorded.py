@@ -73,8 +73,9 @@ def test_an_edited_run_or_a_smoke_manifest_is_refused(recorded, tmp_path: Path) 
         recorded_experiment(copy, ["popularity"])
 
 
-CHAPTER_8 = [("ml-1m-age", ["popularity", "itemknn", "bpr", "text-zero-shot", "joint"]),
-             ("food-kitchen-domain", ["popularity", "itemknn", "bpr", "text-zero-shot"]),
+CHAPTER_8 = [("ml-1m-age", ["popularity", "itemknn", "bpr", "text-zero-shot", "joint", "seq-joint"]),
+             ("food-kitchen-domain", ["popularity", "itemknn", "bpr", "text-zero-shot", "seq-joint-no-text",
+                                      "seq-joint"]),
              ("ml-100k-age", ["sasrec", "seq-joint-no-text", "seq-joint"])]
 
 
