@@ -61,14 +61,13 @@ def test_ranks(model: torch.nn.Module, test_data: object, dataset: object, max_k
             if history is not None:
                 scores[history] = -np.inf  # the user's train and valid items
             rows = scores[positive_u]  # (n_rows, item_num)
+            users = interaction[dataset.uid_field][positive_u].numpy()
             if masks:
-                users = interaction[dataset.uid_field][positive_u].numpy()
                 outside = torch.stack([masks[scenario_of[(int(u), int(i))]] for u, i in zip(users, positive_i)])
                 rows = rows.masked_fill(outside, -np.inf)  # (n_rows, item_num): other domains do not compete
             target = rows[torch.arange(len(positive_i)), positive_i]  # (n_rows,)
             _, top = torch.topk(rows, max_k, dim=-1)  # the call RecBole's evaluation makes
             found = top == positive_i[:, None]  # (n_rows, max_k)
-            users = interaction[dataset.uid_field][positive_u].numpy()
             parts.append(pd.DataFrame({
                 "user_id": dataset.id2token(dataset.uid_field, users).astype(np.int64),
                 "item_id": dataset.id2token(dataset.iid_field, positive_i.numpy()).astype(np.int64),
