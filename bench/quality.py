@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xscene_lib.data import loading as datasets
+from xscene_lib.data import loading as datasets, store
 from xscene_lib.evaluation import metrics
 from xscene_lib.evaluation.intervals import format_interval, paired_bootstrap
 from xscene_lib.experiments.slices import COLD_MAX
@@ -49,8 +49,9 @@ def our_rows(folders: list[Path], name: str) -> tuple[pd.DataFrame, list[Path]] 
     folder that has them (a live run before a recorded one), and the folders read are returned."""
     frames, read = [], []
     for folder in folders:
-        runs = sorted((folder / name / "runs").glob("*/per_row.parquet"))
-        rows = [pd.read_parquet(path) for path in runs]
+        runs = sorted(path for path in (folder / name / "runs").glob("[!.]*")
+                      if store.tables_problem(path, ("per_row",)) is None)  # verified runs, not staging copies
+        rows = [store.read_tables(path, ("per_row",))[0] for path in runs]
         taken = {model for frame in frames for model in frame["model"].unique()}
         rows = [frame for frame in rows if not set(frame["model"].astype(str)) & taken]
         if rows:

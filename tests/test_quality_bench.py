@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xscene_lib.data import store
+
 ROOT = Path(__file__).resolve().parents[1]
 USERS = np.arange(1, 9)
 
@@ -26,10 +28,9 @@ quality = _load_bench()
 def _run(folder: Path, model: str, seed: int, rank: float, cold: np.ndarray) -> None:
     """A run folder's per-row table: every test row of `model` at one rank."""
     run = folder / "tiny-age" / "runs" / f"{model}-seed{seed}"
-    run.mkdir(parents=True)
     rows = pd.DataFrame({"user_id": USERS, "item_id": USERS * 10, "scenario": np.where(USERS % 2, "a", "b"),
                          "rank": rank, "model": model, "seed": seed, "cold_item": cold})
-    quality.metrics.ranking_metrics(rows).to_parquet(run / "per_row.parquet")
+    store.write_tables(run, {"per_row": quality.metrics.ranking_metrics(rows)}, table_format="csv")
 
 
 @pytest.fixture

@@ -59,9 +59,9 @@ def test_an_edited_run_or_a_smoke_manifest_is_refused(recorded, tmp_path: Path) 
     folder, _ = recorded
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    per_row = copy / "runs" / "itemknn-seed1" / "per_row.parquet"
-    frame = pd.read_parquet(per_row)
-    frame.assign(rank=frame["rank"] + 1).to_parquet(per_row)  # a quietly different number
+    per_row = copy / "runs" / "itemknn-seed1" / "per_row.csv"
+    frame = pd.read_csv(per_row)
+    frame.assign(rank=frame["rank"] + 1).to_csv(per_row, index=False)  # a quietly different number
     with pytest.raises(DataError, match="'itemknn', seed 1"):
         recorded_experiment(copy, MODELS, seeds=2)
     manifest = json.loads((copy / "manifest.json").read_text())

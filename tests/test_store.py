@@ -8,6 +8,7 @@ import stat
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -50,6 +51,37 @@ def test_damage_is_reported(tmp_path: Path, damage, expected: str) -> None:
     store.write_tables(folder, _tables())
     damage(folder)
     assert expected in store.tables_problem(folder, NAMES)
+
+
+def test_csv_tables_read_back_equal_with_their_types(tmp_path: Path) -> None:
+    frame = pd.DataFrame({
+        "user_id": pd.array(["007", "NA", "a,b \"c\"", None], dtype="str"),  # ids that CSV parsing would mangle
+        "when": pd.to_datetime(["2020-01-01", "2021-02-03 04:05:06", None, "2020-01-01"], format="ISO8601"),
+        "score": [0.1 + 0.2, np.nan, 1e-300, -2.5], "rating": np.array([0.1, 0.2, 0.3, 4.0], dtype="float32"),
+        "known": [True, False, True, True], "count": pd.array([1, None, 3, 4], dtype="Int64"),
+        "rank": np.array([1, 2, 3, 2**62], dtype="int64")})
+    store.write_tables(tmp_path / "toy", {"rows": frame}, table_format="csv", model="m")
+    assert store.tables_problem(tmp_path / "toy", ["rows"]) is None
+    assert (tmp_path / "toy" / "rows.csv").is_file() and not (tmp_path / "toy" / "rows.parquet").exists()
+    (back,) = store.read_tables(tmp_path / "toy", ["rows"])
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+
+
+def test_a_csv_table_edited_or_unknown_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "toy"
+    store.write_tables(folder, _tables(), table_format="csv")
+    (folder / "left.csv").write_text("a\n1\n3\n")  # a quietly different number
+    assert "left.csv: SHA-256 mismatch" in store.tables_problem(folder, NAMES)
+    manifest = json.loads((folder / store.MANIFEST).read_text())
+    manifest["tables"]["right"]["file"] = "../elsewhere.csv"
+    (folder / store.MANIFEST).write_text(json.dumps(manifest))
+    assert "unreadable" in store.tables_problem(folder, ["right"])
+    with pytest.raises(ValueError, match="table_format"):
+        store.write_tables(folder, _tables(), table_format="xlsx")
+    with pytest.raises(ValueError, match="as Parquet"):
+        store.write_tables(folder, {"left": pd.DataFrame({"a": [1 + 2j]})}, table_format="csv")
+    store.write_tables(folder, {"left": pd.DataFrame({"a": pd.Categorical([3, 1])})}, table_format="csv")
+    assert store.read_tables(folder, ["left"])[0]["a"].tolist() == [3, 1]  # a categorical's values
 
 
 def test_a_failing_write_keeps_the_old_folder(tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="fit and evaluate models on a dataset over several seeds",
                               description="Split the dataset (temporal leave-one-out, or the given split), encode "
                               "item texts, fit each model for each seed, rank every test item against all items, "
-                              "and write a results table (Parquet and CSV) and a manifest. An interrupted run "
+                              "and write a results table (CSV) and a manifest. An interrupted run "
                               "resumes from the finished (model, seed) pairs.")
     add_source(run)
     run.add_argument("--protocol", choices=("top-k", "click-through"), default="top-k",

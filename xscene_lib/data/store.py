@@ -1,5 +1,5 @@
 """Files on disk that are either complete and verified or not there: SHA-256 sums, atomic copies,
-and folders of Parquet tables guarded by a manifest of their sums.
+and folders of tables (Parquet, or CSV for results kept in git) guarded by a manifest of their sums.
 
 A folder of tables is replaced under a lock on its parent folder (released by the system when its holder
 dies) by two renames: the old folder to `.NAME.old-*`, the staged one (`.NAME.new-*`) to NAME. A process killed at
@@ -30,6 +30,7 @@ except ImportError:  # not on Windows: writers are then not serialised
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+TABLE_FORMATS = ("parquet", "csv")
 
 
 def sha256_file(path: Path) -> str:
@@ -59,30 +60,58 @@ def copy_atomically(source: Path, target: Path) -> None:
     write_atomically(target, lambda temporary: shutil.copyfile(source, temporary))
 
 
-def write_tables(folder: Path, tables: Mapping[str, pd.DataFrame], **about: object) -> None:
-    """Write tables as Parquet plus a manifest into a new folder and swap it in place of `folder`."""
+def write_tables(folder: Path, tables: Mapping[str, pd.DataFrame], *, table_format: str = "parquet",
+                 **about: object) -> None:
+    """Write tables (as Parquet or CSV) plus a manifest into a new folder and swap it in place of `folder`."""
+    if table_format not in TABLE_FORMATS:
+        raise ValueError(f"table_format must be one of {TABLE_FORMATS}, got {table_format!r}")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _locked(folder):
         _recover_locked(folder)
-        _write_and_swap(folder, tables, about)
+        _write_and_swap(folder, tables, table_format, about)
 
 
-def _write_and_swap(folder: Path, tables: Mapping[str, pd.DataFrame], about: Mapping[str, object]) -> None:
+def _write_and_swap(folder: Path, tables: Mapping[str, pd.DataFrame], table_format: str,
+                    about: Mapping[str, object]) -> None:
     """Stage the tables and their manifest beside `folder`, then swap them in (the caller holds the lock)."""
     staging = _new_folder(folder, "new")
     try:
         entries = {}
         for name, frame in tables.items():
-            path = staging / f"{name}.parquet"
-            frame.to_parquet(path, index=False)
-            entries[name] = {"file": path.name, "rows": len(frame), "sha256": sha256_file(path)}
+            path = staging / f"{name}.{table_format}"
+            entry = {"file": path.name, "rows": len(frame)}
+            if table_format == "csv":
+                entry["dtypes"] = _write_csv(frame, path)
+            else:
+                frame.to_parquet(path, index=False)
+            entries[name] = {**entry, "sha256": sha256_file(path)}
         manifest = {"format_version": FORMAT_VERSION, **about,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tables": entries}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _swap_in(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> dict[str, str]:
+    """Write a frame as CSV that reads back to equal values; returns its column types for the manifest."""
+    dtypes = {}
+    for column, dtype in frame.dtypes.items():
+        dtype = getattr(dtype, "categories", pd.Index([])).dtype if dtype == "category" else dtype  # its values
+        if not isinstance(column, str) or dtype.kind not in "biufOTM":
+            raise ValueError(f"column {column!r} ({dtype}) cannot be stored as CSV; store this table as Parquet")
+        dtypes[column] = "str" if dtype.kind in "OT" else str(dtype)
+    frame.to_csv(path, index=False, na_rep="", lineterminator="\n")  # floats in repr: exact when read back
+    return dtypes
+
+
+def _read_csv(path: Path, dtypes: Mapping[str, str]) -> pd.DataFrame:
+    """A CSV table written by `_write_csv`, with the column types its manifest records."""
+    dates = [column for column, dtype in dtypes.items() if dtype.startswith("datetime64")]
+    frame = pd.read_csv(path, dtype={c: d for c, d in dtypes.items() if c not in dates}, parse_dates=dates,
+                        date_format="ISO8601", keep_default_na=False, na_values=[""])
+    return frame.astype({column: dtypes[column] for column in dates})
 
 
 def _swap_in(staging: Path, folder: Path) -> None:
@@ -222,20 +251,35 @@ def tables_problem(folder: Path, names: Sequence[str]) -> str | None:
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         version = manifest["format_version"]
-        sums = {name: manifest["tables"][name]["sha256"] for name in names}
+        entries = {name: _entry(manifest, name) for name in names}
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"{MANIFEST} unreadable ({type(error).__name__})"
     if version != FORMAT_VERSION:
         return f"format {version} (this version writes {FORMAT_VERSION})"
-    for name, expected in sums.items():
-        path = folder / f"{name}.parquet"
+    for entry in entries.values():
+        path = folder / entry["file"]
         if not path.is_file():
             return f"{path.name} missing"
-        if sha256_file(path) != expected:
+        if sha256_file(path) != entry["sha256"]:
             return f"{path.name}: SHA-256 mismatch with {MANIFEST} (corrupt or edited)"
     return None
 
 
+def _entry(manifest: Mapping, name: str) -> dict:
+    """A table's manifest entry, its file name checked to be a plain name of a known format."""
+    entry = dict(manifest["tables"][name])
+    file, sha = entry.setdefault("file", f"{name}.parquet"), entry["sha256"]
+    if not isinstance(sha, str) or file not in {f"{name}.{kind}" for kind in TABLE_FORMATS}:
+        raise ValueError(f"table {name!r}: file {file!r} is not {name}.parquet or {name}.csv")
+    return entry
+
+
 def read_tables(folder: Path, names: Sequence[str]) -> list[pd.DataFrame]:
-    """The named Parquet tables of a folder written by `write_tables`."""
-    return [pd.read_parquet(Path(folder) / f"{name}.parquet") for name in names]
+    """The named tables of a folder written by `write_tables` (checked with `tables_problem` by the caller)."""
+    manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    frames = []
+    for name in names:
+        entry = _entry(manifest, name)
+        path = Path(folder) / entry["file"]
+        frames.append(_read_csv(path, entry["dtypes"]) if path.suffix == ".csv" else pd.read_parquet(path))
+    return frames

@@ -52,6 +52,7 @@ KS = (10, 20)
 # without text, against one model per scenario, and against the article's model as written
 COMPARISONS = (("bpr", "joint"), ("joint-no-text", "joint"), ("single-scenario", "joint"), ("article", "joint"))
 SMOKE_USERS = 300  # users kept in smoke mode
+RESULTS_FORMAT = "csv"  # runs and tables are small, and `make recorded` keeps them in git as plain text
 SAMPLED_NEGATIVES = 999  # negatives per target in the sampled protocol of food-kitchen's origin
 SAMPLED_KS = (1, 5, 10)  # its cut-offs: HR and NDCG at 1, 5 and 10
 
@@ -104,8 +105,8 @@ def run_experiment(dataset: str | Dataset = "ml-100k", scenarios: str | None = N
         (spec, seed), settings = wanted[folder], tuned.get(wanted[folder][0].name)
         bar.set_postfix(model=spec.name, seed=seed)
         per_row, summary = _run_one(spec, seed, smoke, data, split, vectors, settings)
-        store.write_tables(folder, {"per_row": per_row, "summary": summary}, model=spec.name, seed=seed,
-                           settings=settings)
+        store.write_tables(folder, {"per_row": per_row, "summary": summary}, table_format=RESULTS_FORMAT,
+                           model=spec.name, seed=seed, settings=settings)
         bar.update()
 
     store.build_missing(list(wanted), finished_here, build)  # each (model, seed) run once, shared between processes
@@ -146,8 +147,7 @@ def run_click_through(dataset: str | Dataset = "ml-1m", scenarios: str | None = 
 
     def build(run: Path) -> None:
         spec, seed = wanted[run]
-        name = spec.name
-        bar.set_postfix(model=name, seed=seed)
+        bar.set_postfix(model=spec.name, seed=seed)
         split = click_through_split(data, seed=seed)  # the split is redrawn with each seed
         if smoke:
             split = Split(split.train.iloc[:SMOKE_CLICKS], split.valid.iloc[:SMOKE_CLICKS // 10],
@@ -158,9 +158,9 @@ def run_click_through(dataset: str | Dataset = "ml-1m", scenarios: str | None = 
             model.fit(split.train, vectors if spec.needs_text else None, valid=split.valid)
             fit_seconds = time.perf_counter() - begun
         summary = model.evaluate(split.test).rename_axis("scenario").reset_index()
-        summary = summary.assign(model=name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib,
+        summary = summary.assign(model=spec.name, seed=seed, fit_seconds=fit_seconds, peak_mib=memory.peak_mib,
                                  run_seconds=time.perf_counter() - begun, **_epochs(model))  # fit and evaluation
-        store.write_tables(run, {"summary": summary}, model=name, seed=seed)
+        store.write_tables(run, {"summary": summary}, table_format=RESULTS_FORMAT, model=spec.name, seed=seed)
         bar.update()
 
     store.build_missing(list(wanted), finished_here, build)  # each (model, seed) run once, shared between processes
@@ -324,12 +324,12 @@ def _every_finished_run(runs: Path) -> pd.DataFrame:
 
 def _write_outputs(folder: Path, table: pd.DataFrame, data: Dataset, registered: bool, smoke: bool, encoder: str,
                    seconds: float, data_dir: str | Path | None, **settings: object) -> None:
-    """Write the table of every finished run (Parquet and CSV) and the manifest, each atomically.
+    """Write the table of every finished run (verified, and as results.csv) and the manifest, each atomically.
 
     A registered dataset is identified by its raw files' sums, a Dataset given as frames by a digest of its rows.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    store.write_tables(folder / "table", {"results": table}, dataset=data.name, view=data.view)
+    store.write_tables(folder / "table", {"results": table}, table_format=RESULTS_FORMAT, dataset=data.name,
+                       view=data.view)
     store.write_atomically(folder / "results.csv", lambda path: table.to_csv(path, index=False))
     manifest = {
         "dataset": data.name, "view": data.view, "scenarios": data.scenarios,
