@@ -40,10 +40,10 @@ book: data
 KERNEL_SETTINGS := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 MKL_CBWR=AVX2 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 .PHONY: recorded
 recorded: data
-	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset ml-1m --scenarios age --seeds 1 --output bench/results/recorded \
-		--models popularity itemknn bpr text-zero-shot joint seq-joint
+	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset ml-1m --scenarios age --seeds 3 --output bench/results/recorded \
+		--models popularity itemknn bpr text-zero-shot joint sasrec seq-joint-no-text seq-joint
 	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset food-kitchen --scenarios domain --seeds 1 \
-		--output bench/results/recorded --models popularity itemknn bpr text-zero-shot seq-joint-no-text seq-joint
+		--output bench/results/recorded --models popularity itemknn bpr text-zero-shot sasrec seq-joint-no-text seq-joint
 	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset ml-100k --scenarios age --seeds 3 --output bench/results/recorded \
 		--models sasrec seq-joint-no-text seq-joint
 

@@ -73,8 +73,9 @@ def test_an_edited_run_or_a_smoke_manifest_is_refused(recorded, tmp_path: Path) 
         recorded_experiment(copy, ["popularity"])
 
 
-CHAPTER_8 = [("ml-1m-age", ["popularity", "itemknn", "bpr", "text-zero-shot", "joint", "seq-joint"]),
-             ("food-kitchen-domain", ["popularity", "itemknn", "bpr", "text-zero-shot", "seq-joint-no-text",
+CHAPTER_8 = [("ml-1m-age", ["popularity", "itemknn", "bpr", "text-zero-shot", "joint", "sasrec", "seq-joint-no-text",
+                            "seq-joint"]),
+             ("food-kitchen-domain", ["popularity", "itemknn", "bpr", "text-zero-shot", "sasrec", "seq-joint-no-text",
                                       "seq-joint"]),
              ("ml-100k-age", ["sasrec", "seq-joint-no-text", "seq-joint"])]
 
@@ -102,4 +103,13 @@ def test_chapter_8_reads_the_models_that_make_recorded_fits() -> None:
     fitted = [line.split("--models", 1)[1].split() for line in recipe.splitlines() if "--models" in line]
     assert fitted == [parameters[name] for name in ("ml1m_models", "food_models", "seq_models")] \
         == [m for _, m in CHAPTER_8]
+    seeds = [int(line.split("--seeds", 1)[1].split()[0]) for line in recipe.splitlines() if "--seeds" in line]
+    assert seeds == [parameters["ml1m_seeds"], 1, parameters["seeds"]]  # food-kitchen: one seed
     assert parameters["recorded"] is True
+
+
+def test_the_committed_records_are_plain_text() -> None:
+    files = [path for path in (ROOT / RECORDED_DIR).rglob("[!.]*") if path.is_file()
+             and not any(part.startswith(".") for part in path.relative_to(ROOT / RECORDED_DIR).parts)]  # not claims
+    assert files and all(path.suffix in (".csv", ".json") for path in files), \
+        sorted({path.suffix for path in files} - {".csv", ".json"})
