@@ -98,7 +98,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> dict[str, str]:
     """Write a frame as CSV that reads back to equal values; returns its column types for the manifest."""
     dtypes = {}
     for column, dtype in frame.dtypes.items():
-        dtype = getattr(dtype, "categories", pd.Index([])).dtype if dtype == "category" else dtype  # its values
+        dtype = dtype.categories.dtype if isinstance(dtype, pd.CategoricalDtype) else dtype  # its values' type
         if not isinstance(column, str) or dtype.kind not in "biufOTM":
             raise ValueError(f"column {column!r} ({dtype}) cannot be stored as CSV; store this table as Parquet")
         dtypes[column] = "str" if dtype.kind in "OT" else str(dtype)
