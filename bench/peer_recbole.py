@@ -9,10 +9,12 @@ items left out) and writes the rank of every test interaction. The ranks are joi
 row and averaged by `metrics.summarise`, and RecBole's own overall test metrics are checked against ours.
 When the scenarios are item domains (food-kitchen), a test row is ranked against the items of its own domain,
 as our models rank it (`slices.domain_candidates`); RecBole's own metrics rank every item, so the cross-check
-is then reported but not applicable.
+is then reported but not applicable. RecBole's sequential models (SASRec, ...) get the same split as sequences
+(`export_sequences`); their test rows are ranked without the user's train and valid items, as ours are.
 
     python bench/peer_recbole.py [--dataset ml-100k] [--scenarios age] [--models BPR ItemKNN LightGCN]
-                                 [--epochs 300] [--seed 2020] [--threads 1] [--peer-python .venv-peers/bin/python]
+                                 [--epochs 300] [--seed 2020] [--threads 1] [--replace]
+                                 [--peer-python .venv-peers/bin/python]
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ CHECKED = {"ndcg@10": "ndcg@10", "recall@10": "recall@10", "hit@10": "recall@10"
 TOLERANCE = 1e-3
 STOPPING_STEP = {"LightGCN": 50}  # RecBole's default of 10 stops LightGCN far too early; others keep 10
 WORKER_TIMEOUT_S = 3 * 3600
+# RecBole's sequential models read pre-built sequences (export_sequences); a few of its common ones
+SEQUENTIAL = frozenset({"SASRec", "GRU4Rec", "BERT4Rec", "NARM", "STAMP", "Caser", "LightSANs", "CORE"})
+MAX_ITEM_LIST_LENGTH = 50  # RecBole's default, and our sequential models' max_length
+SEQUENCE_SETTINGS = {"alias_of_item_id": ["item_id_list"], "MAX_ITEM_LIST_LENGTH": MAX_ITEM_LIST_LENGTH,
+                     "train_neg_sample_args": None}  # full-softmax cross-entropy, RecBole's default loss for SASRec
 
 
 def atomic(frame: pd.DataFrame, columns: dict[str, str]) -> str:
@@ -69,12 +76,46 @@ def export(ds: Dataset, split: Split, folder: Path, name: str) -> None:
         split.test[["user_id", "item_id", "scenario"]].to_csv(folder / "test_scenarios.csv", index=False)
 
 
+def export_sequences(ds: Dataset, split: Split, folder: Path, name: str, length: int) -> None:
+    """The split for RecBole's sequential models, under folder/NAME/: a row per prediction, the target item_id
+    after item_id_list, the last `length` items before it (space-separated, oldest first), as ours see them.
+
+    Train rows predict every training interaction but a user's first from the ones before it; a validation
+    row is predicted from the user's training history, a test row from training and validation history. The
+    user's train and valid items go to folder/history.csv, which the worker leaves out of the test ranking.
+    """
+    target = folder / name
+    target.mkdir(parents=True)
+    train = split.train.sort_values(["user_id", "timestamp"], kind="stable")  # ours: rows in order on equal times
+    histories = train.groupby("user_id", sort=False)["item_id"].agg(list).to_dict()
+    columns = {"user_id": "token", "item_id_list": "token_seq", "item_id": "token"}
+
+    def recent(items: list) -> str:
+        return " ".join(map(str, items[-length:]))
+
+    rows = [(user, recent(items[:position]), item) for user, items in histories.items()
+            for position, item in enumerate(items) if position > 0]
+    parts = {"train": pd.DataFrame(rows, columns=list(columns))}
+    seen = {user: list(items) for user, items in histories.items()}
+    for part, frame in (("valid", split.valid), ("test", split.test)):
+        parts[part] = pd.DataFrame([(user, recent(seen.get(user, [])), item)
+                                    for user, item in zip(frame["user_id"], frame["item_id"])], columns=list(columns))
+        for user, item in zip(frame["user_id"], frame["item_id"]):
+            seen.setdefault(user, []).append(item)
+    for part, frame in parts.items():
+        (target / f"{name}.{part}.inter").write_text(atomic(frame, columns))
+    (target / f"{name}.item").write_text(atomic(ds.items, {"item_id": "token"}))
+    pd.concat([split.train, split.valid])[["user_id", "item_id"]].to_csv(folder / "history.csv", index=False)
+
+
 def recbole_config(model: str, data_path: Path, checkpoints: Path, epochs: int, seed: int) -> dict:
     """The RecBole settings of one run: our split as given, full ranking, metrics at 10 and 20, CPU."""
+    columns = ["user_id", "item_id_list", "item_id"] if model in SEQUENTIAL else ["user_id", "item_id", "timestamp"]
     return {
         "data_path": str(data_path), "checkpoint_dir": str(checkpoints),
         "benchmark_filename": ["train", "valid", "test"],
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id"]},
+        "load_col": {"inter": columns, "item": ["item_id"]},
+        **(SEQUENCE_SETTINGS if model in SEQUENTIAL else {}),
         "eval_args": {"group_by": "user", "order": "TO", "mode": "full"},
         "metrics": ["Recall", "NDCG", "Hit", "MRR"], "topk": list(KS),
         "valid_metric": "NDCG@10", "metric_decimal_place": 8,
@@ -94,6 +135,8 @@ def run_worker(peer_python: Path, model: str, name: str, config: dict, work: Pat
     domains = Path(config["data_path"]) / "domains.csv"  # written by export() when scenarios are item domains
     if domains.is_file():
         command += ["--domains", str(domains), "--test-scenarios", str(domains.with_name("test_scenarios.csv"))]
+    if model in SEQUENTIAL:  # RecBole's full ranking of a sequence leaves nothing out; ours leaves out what was seen
+        command += ["--history", str(domains.with_name("history.csv"))]
     env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",  # RecBole loads its own checkpoint
                OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
@@ -158,12 +201,33 @@ def write_outputs(stem: Path, table: pd.DataFrame, ranks: pd.DataFrame, manifest
     return written
 
 
+def earlier_models(stem: Path, split: Split, running: set[str]) -> dict[str, dict]:
+    """The manifest entries of the models an earlier run at `stem` recorded on this same split, bar those run now."""
+    manifest_file = stem.with_suffix(".json")
+    if not manifest_file.is_file():
+        return {}
+    manifest = json.loads(manifest_file.read_text())
+    sizes = {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)}
+    if manifest.get("split") != sizes:
+        raise SystemExit(f"{manifest_file} was recorded on another split ({manifest.get('split')}, now {sizes}); "
+                         f"move it away or pass --replace")
+    return {model: {"threads": manifest.get("threads"), **entry}  # records before per-model threads: the run's
+            for model, entry in manifest["models"].items() if model not in running}
+
+
+def kept_rows(path: Path, kept: dict[str, dict]) -> pd.DataFrame:
+    """The rows of a recorded table (scores or ranks) that belong to the kept models."""
+    frame = pd.read_csv(path, dtype={"model": str, "scenario": str})
+    return frame[frame["model"].isin(list(kept))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="ml-100k", choices=datasets.available())
     parser.add_argument("--scenarios", default=None, help="the scenario view (default: the dataset's usual one)")
     parser.add_argument("--models", nargs="+", default=["BPR", "ItemKNN", "LightGCN"],
-                        help="RecBole general models that have full_sort_predict")
+                        help="RecBole models that have full_sort_predict: general ones, or the sequential ones "
+                             "named in SEQUENTIAL (e.g. SASRec)")
     parser.add_argument("--epochs", type=int, default=300, help="most training epochs (RecBole's default: 300)")
     parser.add_argument("--seed", type=int, default=2020, help="RecBole's seed (its default: 2020)")
     parser.add_argument("--threads", type=int, default=1,
@@ -171,6 +235,9 @@ def main() -> None:
                              "than one on a busy 2-core machine")
     parser.add_argument("--peer-python", type=Path, default=PEER_PYTHON, help="the Python of RecBole's venv")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the table and its manifest")
+    parser.add_argument("--replace", dest="keep_others", action="store_false",
+                        help="write only the models run now (default: keep the other models already recorded in "
+                             "--out for this dataset and view, on the same split)")
     options = parser.parse_args()
     if not options.peer_python.is_file():
         raise SystemExit(f"RecBole's environment is missing ({options.peer_python}): run make peers")
@@ -191,10 +258,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="xscene-peers-") as scratch:
         work = Path(scratch)
         export(ds, split, work / "data", name)
+        if SEQUENTIAL.intersection(options.models):
+            export_sequences(ds, split, work / "data", f"{name}-seq", MAX_ITEM_LIST_LENGTH)
         for model in options.models:
             config = recbole_config(model, work / "data", work / "saved", options.epochs, options.seed)
             print(f"{model}: training and testing in RecBole's environment ...", flush=True)
-            result, ranks, wall_s = run_worker(options.peer_python, model, name, config, work, options.threads)
+            files = f"{name}-seq" if model in SEQUENTIAL else name
+            result, ranks, wall_s = run_worker(options.peer_python, model, files, config, work, options.threads)
             if result["items"] != len(ds.items):
                 raise SystemExit(f"RecBole's item set has {result['items']:,} items, our catalogue "
                                  f"{len(ds.items):,}; the candidate sets differ")
@@ -204,7 +274,7 @@ def main() -> None:
             checks.append(cross_check(model, result["test"], ranked))
             config = {key: value for key, value in config.items() if key not in ("data_path", "checkpoint_dir")}
             capped = result["epochs_run"] >= result["max_epochs"] > 1
-            results[model] = {**result, "wall_s": wall_s, "config": config,
+            results[model] = {**result, "wall_s": wall_s, "config": config, "threads": options.threads,
                               "stopped_by": "epoch cap" if capped else "one pass" if result["max_epochs"] == 1
                               else "early stopping"}
             print(f"{model}: {result['epochs_run']} epoch(s), best {result['best_epoch']}, "
@@ -214,8 +284,18 @@ def main() -> None:
     table = pd.concat(summaries, ignore_index=True)
     check = pd.concat(checks, ignore_index=True)
     ranks = pd.concat(ranked_rows, ignore_index=True)
-    worst_ties_half = float(check["diff ties half"].abs().max())
-    worst_order = float(check["diff RecBole's order"].abs().max())
+    stem = options.out / f"{ds.name}-{ds.view}"
+    kept = earlier_models(stem, split, set(results)) if options.keep_others else {}
+    if kept:  # the other models of an earlier run on the same split stay in the record
+        print("kept from the earlier run: " + ", ".join(kept))
+        table = pd.concat([kept_rows(stem.with_suffix(".csv"), kept), table], ignore_index=True)
+        ranks = pd.concat([kept_rows(stem.parent / f"{stem.name}.ranks.csv", kept), ranks], ignore_index=True)
+        earlier_check = pd.DataFrame(json.loads(stem.with_suffix(".json").read_text())["cross_check"]["rows"])
+        check = pd.concat([earlier_check[earlier_check["model"].isin(list(kept))], check], ignore_index=True)
+        results = {**kept, **results}
+    comparable = check[~check["model"].isin(SEQUENTIAL)]  # RecBole's own sequential ranking leaves nothing out
+    worst_ties_half = float(comparable["diff ties half"].abs().max()) if len(comparable) else None
+    worst_order = float(comparable["diff RecBole's order"].abs().max()) if len(comparable) else None
     first = results[options.models[0]]
     manifest = {
         "dataset": ds.name, "view": ds.view, "scenarios": ds.scenarios,
@@ -225,13 +305,13 @@ def main() -> None:
         "recbole": first["recbole"], "torch": first["torch"], "seed": options.seed, "epochs": options.epochs,
         "threads": options.threads,
         "models": {model: {key: result[key] for key in ("config", "epochs_run", "best_epoch", "stopped_by",
-                                                         "fit_s", "test_s", "wall_s", "valid", "test")}
+                                                         "threads", "fit_s", "test_s", "wall_s", "valid", "test")}
                    for model, result in results.items()},
         "cross_check": {"tolerance": TOLERANCE, "max_abs_diff_ties_half": worst_ties_half,
                         "max_abs_diff_recbole_order": worst_order,
                         "rows": check.to_dict(orient="records")},
     }
-    written = write_outputs(options.out / f"{ds.name}-{ds.view}", table, ranks, manifest)
+    written = write_outputs(stem, table, ranks, manifest)
 
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
         print(f"\nRecBole {first['recbole']} on our split, our metrics (full ranking, ties counted as half):")
@@ -239,11 +319,14 @@ def main() -> None:
         print("\nCross-check: RecBole's own test metrics against ours from the same ranks "
               "(hit@k and recall@k compare with our recall@k)")
         print(check.to_string(index=False, float_format="{:.6f}".format))
-    verdict = "agree" if worst_ties_half <= TOLERANCE else "DIFFER"
+    if SEQUENTIAL.intersection(results):
+        print("\nRecBole's own metrics of sequential models rank the user's train and valid items too, ours leave them "
+              "out: the cross-check leaves those models out")
     if within_domain:
         print("\nRecBole's own metrics rank every item, ours only the items of the test row's domain: the cross-check "
               "does not apply here")
-    else:
+    elif worst_ties_half is not None:
+        verdict = "agree" if worst_ties_half <= TOLERANCE else "DIFFER"
         print(f"\nlargest difference {worst_ties_half:.2e} with ties as half, {worst_order:.2e} with RecBole's "
               f"top-k order: the definitions {verdict} within {TOLERANCE:g}")
     print("wrote " + ", ".join(str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)

@@ -48,10 +48,22 @@ def outside_masks(dataset: object, domains: Path | None, test_scenarios: Path | 
     return masks, {(int(u), int(i)): str(s) for u, i, s in zip(users, wanted, rows["scenario"])}
 
 
+def seen_items(dataset: object, history: Path | None) -> dict[int, torch.Tensor]:
+    """Each user's train and valid items in RecBole's indices, from --history; empty without it."""
+    if history is None:
+        return {}
+    rows = pd.read_csv(history)
+    users = dataset.token2id(dataset.uid_field, rows["user_id"].astype(str).to_numpy())
+    items = dataset.token2id(dataset.iid_field, rows["item_id"].astype(str).to_numpy())
+    return {int(user): torch.as_tensor(group.to_numpy()) for user, group in pd.Series(items).groupby(users)}
+
+
 def test_ranks(model: torch.nn.Module, test_data: object, dataset: object, max_k: int,
-               masks: dict | None = None, scenario_of: dict | None = None) -> pd.DataFrame:
+               masks: dict | None = None, scenario_of: dict | None = None,
+               seen: dict[int, torch.Tensor] | None = None) -> pd.DataFrame:
     """How each test interaction's item ranks among the user's candidates under the trained model's scores
-    (only the items of its scenario's domain when `masks` are given)."""
+    (only the items of its scenario's domain when `masks` are given; `seen` items left out when the loader
+    gives no history, as for sequential models)."""
     model.eval()
     parts = []
     with torch.no_grad():
@@ -60,6 +72,10 @@ def test_ranks(model: torch.nn.Module, test_data: object, dataset: object, max_k
             scores[:, 0] = -np.inf  # the padding item
             if history is not None:
                 scores[history] = -np.inf  # the user's train and valid items
+            elif seen:  # one score row per test interaction
+                for row, user in enumerate(interaction[dataset.uid_field].tolist()):
+                    if user in seen:
+                        scores[row, seen[user]] = -np.inf
             rows = scores[positive_u]  # (n_rows, item_num)
             users = interaction[dataset.uid_field][positive_u].numpy()
             if masks:
@@ -86,12 +102,15 @@ def plain(result: dict | None) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a RecBole general model, e.g. BPR, ItemKNN, LightGCN")
+    parser.add_argument("--model", required=True, help="a RecBole model, e.g. BPR, ItemKNN, LightGCN, SASRec")
     parser.add_argument("--dataset", required=True, help="the atomic files' name under the config's data_path")
     parser.add_argument("--config", required=True, type=Path, help="the RecBole YAML config of this run")
     parser.add_argument("--out", required=True, type=Path, help="folder for result.json and ranks.csv")
     parser.add_argument("--domains", type=Path, help="CSV of item_id, scenario: rank within the test row's domain")
     parser.add_argument("--test-scenarios", type=Path, help="CSV of user_id, item_id, scenario of the test rows")
+    parser.add_argument("--history", type=Path,
+                        help="CSV of user_id, item_id: the items left out of each test row's ranking when RecBole's "
+                             "loader gives none (sequential models)")
     options = parser.parse_args()
 
     config = Config(model=options.model, dataset=options.dataset, config_file_list=[str(options.config)])
@@ -111,7 +130,8 @@ def main() -> None:
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     ranks = test_ranks(model, test_data, dataset, max(config["topk"]),
-                       *outside_masks(dataset, options.domains, options.test_scenarios))
+                       *outside_masks(dataset, options.domains, options.test_scenarios),
+                       seen_items(dataset, options.history))
     test_s = time.perf_counter() - start
 
     options.out.mkdir(parents=True, exist_ok=True)
