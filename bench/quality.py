@@ -14,6 +14,8 @@ and prints:
   (at most COLD_MAX training interactions in their scenario, the runner's `cold_item` flag), and each
   text-aware model minus text zero-shot on cold items and on items never seen in training: reported whatever
   they show.
+- the peers whose training their epoch cap stopped (rather than early stopping), read from the manifest beside
+  their ranks: such a peer may be short of its best.
 - the runs' seeds, and what is missing (a dataset without runs or peers says which command makes them).
 
     python bench/quality.py                                   # the three datasets of the book
@@ -23,6 +25,7 @@ and prints:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -74,6 +77,15 @@ def peer_rows(folders: list[Path], name: str) -> tuple[pd.DataFrame, Path] | Non
     return None
 
 
+def peers_at_their_cap(manifest: Path) -> dict[str, int]:
+    """The peers whose training the epoch cap stopped (not early stopping), with the cap, from their manifest."""
+    if not manifest.is_file():
+        return {}
+    models = json.loads(manifest.read_text())["models"]
+    return {f"RecBole {model}": entry["config"]["epochs"] for model, entry in models.items()
+            if entry.get("stopped_by") == "epoch cap"}
+
+
 def never_seen(dataset: str, view: str) -> pd.DataFrame:
     """(user_id, item_id) of the test rows whose item has no training interaction in any scenario."""
     split = datasets.load(dataset, view, sources=SOURCES, verbose=False).split()
@@ -114,8 +126,10 @@ def report(dataset: str, view: str, run_dirs: list[Path], peer_dirs: list[Path],
         prows, path = peers
         prows = prows[prows["user_id"].isin(rows["user_id"])]  # a smoke run: its users only
         peer_means = prows.groupby("model")[METRIC].mean().sort_values(ascending=False)
+        capped = peers_at_their_cap(path.with_name(f"{name}.json"))
         out.append(f"  peers ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}): "
-                   + ", ".join(f"{m} {v:.4f}" for m, v in peer_means.items()))
+                   + ", ".join(f"{m} {v:.4f}" + (f" (stopped by its cap of {capped[m]} epochs)" if m in capped else "")
+                               for m, v in peer_means.items()))
         best, best_peer = means.index[0], peer_means.index[0]
         mine = rows[(rows["model"] == best) & rows["user_id"].isin(prows["user_id"])]
         joined = pd.concat([mine, prows[prows["model"] == best_peer][rows.columns.intersection(prows.columns)]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,15 @@ def test_a_target_missed_is_said(folders) -> None:
                   "rank": 1.0}).to_csv(peers / "tiny-age.ranks.csv", index=False)
     text = "\n".join(quality.report("tiny", "age", [runs], [peers], n_resamples=200))
     assert "ratio 1.000" in text and "NOT met" in text
+
+
+def test_a_peer_stopped_by_its_epoch_cap_is_marked(folders) -> None:
+    runs, peers = folders
+    manifest = {"models": {"SASRec": {"stopped_by": "epoch cap", "config": {"epochs": 20}},
+                           "BPR": {"stopped_by": "early stopping", "config": {"epochs": 300}}}}
+    (peers / "tiny-age.json").write_text(json.dumps(manifest))
+    text = "\n".join(quality.report("tiny", "age", [runs], [peers], n_resamples=200))
+    assert "RecBole SASRec 0.5000 (stopped by its cap of 20 epochs)" in text
 
 
 def test_missing_runs_and_peers_name_the_command_that_makes_them(tmp_path: Path, folders) -> None:
