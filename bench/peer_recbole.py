@@ -90,18 +90,19 @@ def export_sequences(ds: Dataset, split: Split, folder: Path, name: str, length:
     histories = train.groupby("user_id", sort=False)["item_id"].agg(list).to_dict()
     columns = {"user_id": "token", "item_id_list": "token_seq", "item_id": "token"}
 
-    def recent(items: list) -> str:
-        return " ".join(map(str, items[-length:]))
+    def before(items: list, end: int) -> str:  # the last `length` items before position `end`
+        return " ".join(map(str, items[max(0, end - length):end]))
 
-    rows = [(user, recent(items[:position]), item) for user, items in histories.items()
+    rows = [(user, before(items, position), item) for user, items in histories.items()
             for position, item in enumerate(items) if position > 0]
     parts = {"train": pd.DataFrame(rows, columns=list(columns))}
-    seen = {user: list(items) for user, items in histories.items()}
-    for part, frame in (("valid", split.valid), ("test", split.test)):
-        parts[part] = pd.DataFrame([(user, recent(seen.get(user, [])), item)
-                                    for user, item in zip(frame["user_id"], frame["item_id"])], columns=list(columns))
+    for part, frame in (("valid", split.valid), ("test", split.test)):  # each row then joins its user's history
+        rows = []
         for user, item in zip(frame["user_id"], frame["item_id"]):
-            seen.setdefault(user, []).append(item)
+            history = histories.setdefault(user, [])
+            rows.append((user, before(history, len(history)), item))
+            history.append(item)
+        parts[part] = pd.DataFrame(rows, columns=list(columns))
     for part, frame in parts.items():
         (target / f"{name}.{part}.inter").write_text(atomic(frame, columns))
     (target / f"{name}.item").write_text(atomic(ds.items, {"item_id": "token"}))
@@ -136,7 +137,7 @@ def run_worker(peer_python: Path, model: str, name: str, config: dict, work: Pat
     if domains.is_file():
         command += ["--domains", str(domains), "--test-scenarios", str(domains.with_name("test_scenarios.csv"))]
     if model in SEQUENTIAL:  # RecBole's full ranking of a sequence leaves nothing out; ours leaves out what was seen
-        command += ["--history", str(domains.with_name("history.csv"))]
+        command += ["--history", str(Path(config["data_path"]) / "history.csv")]  # written by export_sequences()
     env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",  # RecBole loads its own checkpoint
                OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
@@ -201,18 +202,21 @@ def write_outputs(stem: Path, table: pd.DataFrame, ranks: pd.DataFrame, manifest
     return written
 
 
-def earlier_models(stem: Path, split: Split, running: set[str]) -> dict[str, dict]:
-    """The manifest entries of the models an earlier run at `stem` recorded on this same split, bar those run now."""
+def earlier_models(stem: Path, split: Split, running: set[str]) -> tuple[dict[str, dict], pd.DataFrame]:
+    """The manifest entries and cross-check rows of the models an earlier run at `stem` recorded on this same
+    split, bar those run now."""
     manifest_file = stem.with_suffix(".json")
     if not manifest_file.is_file():
-        return {}
+        return {}, pd.DataFrame()
     manifest = json.loads(manifest_file.read_text())
     sizes = {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)}
     if manifest.get("split") != sizes:
         raise SystemExit(f"{manifest_file} was recorded on another split ({manifest.get('split')}, now {sizes}); "
                          f"move it away or pass --replace")
-    return {model: {"threads": manifest.get("threads"), **entry}  # records before per-model threads: the run's
+    kept = {model: {"threads": manifest.get("threads"), **entry}  # records before per-model threads: the run's
             for model, entry in manifest["models"].items() if model not in running}
+    checks = pd.DataFrame(manifest["cross_check"]["rows"])
+    return kept, checks[checks["model"].isin(list(kept))]
 
 
 def kept_rows(path: Path, kept: dict[str, dict]) -> pd.DataFrame:
@@ -285,13 +289,12 @@ def main() -> None:
     check = pd.concat(checks, ignore_index=True)
     ranks = pd.concat(ranked_rows, ignore_index=True)
     stem = options.out / f"{ds.name}-{ds.view}"
-    kept = earlier_models(stem, split, set(results)) if options.keep_others else {}
+    kept, kept_checks = earlier_models(stem, split, set(results)) if options.keep_others else ({}, None)
     if kept:  # the other models of an earlier run on the same split stay in the record
         print("kept from the earlier run: " + ", ".join(kept))
         table = pd.concat([kept_rows(stem.with_suffix(".csv"), kept), table], ignore_index=True)
         ranks = pd.concat([kept_rows(stem.parent / f"{stem.name}.ranks.csv", kept), ranks], ignore_index=True)
-        earlier_check = pd.DataFrame(json.loads(stem.with_suffix(".json").read_text())["cross_check"]["rows"])
-        check = pd.concat([earlier_check[earlier_check["model"].isin(list(kept))], check], ignore_index=True)
+        check = pd.concat([kept_checks, check], ignore_index=True)
         results = {**kept, **results}
     comparable = check[~check["model"].isin(SEQUENTIAL)]  # RecBole's own sequential ranking leaves nothing out
     worst_ties_half = float(comparable["diff ties half"].abs().max()) if len(comparable) else None

@@ -88,10 +88,10 @@ def test_a_new_run_keeps_the_other_models_of_the_same_split(tiny: Dataset, tmp_p
     sizes = {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)}
     stem = tmp_path / "tiny-age"
     _record(stem, sizes, ["BPR", "ItemKNN"])
-    kept = peers.earlier_models(stem, split, running={"ItemKNN", "SASRec"})
+    kept, _ = peers.earlier_models(stem, split, running={"ItemKNN", "SASRec"})
     assert list(kept) == ["BPR"]
     assert peers.kept_rows(stem.with_suffix(".csv"), kept)["model"].tolist() == ["BPR"]
-    assert peers.earlier_models(tmp_path / "nothing-here", split, running=set()) == {}
+    assert peers.earlier_models(tmp_path / "nothing-here", split, running=set())[0] == {}
 
 
 def test_a_record_of_another_split_is_not_merged(tiny: Dataset, tmp_path: Path) -> None:
