@@ -86,11 +86,17 @@ PEERS_STAMP := $(PEERS_VENV)/.installed
 RECBOLE     ?= recbole==1.2.1
 PEERS_PINS  ?= "pandas<2.3" "setuptools<81" "scipy<1.12"
 PEERS_ARGS  ?= --dataset ml-100k --scenarios age --models BPR ItemKNN LightGCN
+# `make peer-tune`: the same number of trials for RecBole's models as `xscene tune` gives ours, on
+# validation only; writes configs/peers/<dataset>-<view>.toml, which `make peers` then reads
+PEER_TUNE_ARGS ?= --dataset ml-100k --scenarios age --models ItemKNN BPR LightGCN --trials 10
 
-.PHONY: peers
+.PHONY: peers peer-tune
 
 peers: $(STAMP) $(PEERS_STAMP)
 	$(PY) bench/peer_recbole.py --peer-python $(PEERS_PY) $(PEERS_ARGS)
+
+peer-tune: $(STAMP) $(PEERS_STAMP)
+	$(PY) bench/peer_tune.py --peer-python $(PEERS_PY) $(PEER_TUNE_ARGS)
 
 $(PEERS_STAMP):
 	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)

@@ -33,12 +33,14 @@ import pandas as pd
 from xscene_lib.data import loading as datasets
 from xscene_lib.evaluation import metrics
 from xscene_lib.data import Dataset, Split
+from xscene_lib.experiments.configs import config_path, read_config_file
 from xscene_lib.experiments.slices import domain_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "bench" / "recbole_worker.py"
 PEER_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 RESULTS = ROOT / "results" / "peers"
+PEER_CONFIGS = ROOT / "configs" / "peers"  # settings chosen by bench/peer_tune.py, one file per dataset and view
 SOURCES = ("local", "mirror", "fallback")
 KS = (10, 20)
 TABLE_COLUMNS = ("ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20")
@@ -109,6 +111,13 @@ def export_sequences(ds: Dataset, split: Split, folder: Path, name: str, length:
     pd.concat([split.train, split.valid])[["user_id", "item_id"]].to_csv(folder / "history.csv", index=False)
 
 
+def export_for(ds: Dataset, split: Split, folder: Path, name: str, models: list[str]) -> None:
+    """The split as RecBole's atomic files, and as sequences (NAME-seq) when a sequential model is among `models`."""
+    export(ds, split, folder, name)
+    if SEQUENTIAL.intersection(models):
+        export_sequences(ds, split, folder, f"{name}-seq", MAX_ITEM_LIST_LENGTH)
+
+
 def recbole_config(model: str, data_path: Path, checkpoints: Path, epochs: int, seed: int) -> dict:
     """The RecBole settings of one run: our split as given, full ranking, metrics at 10 and 20, CPU."""
     columns = ["user_id", "item_id_list", "item_id"] if model in SEQUENTIAL else ["user_id", "item_id", "timestamp"]
@@ -125,14 +134,21 @@ def recbole_config(model: str, data_path: Path, checkpoints: Path, epochs: int, 
     }
 
 
-def run_worker(peer_python: Path, model: str, name: str, config: dict, work: Path,
-               threads: int) -> tuple[dict, pd.DataFrame, float]:
-    """Train and test one model in RecBole's environment; its result.json, its ranks and the wall time."""
+def tuned_settings(dataset: str, view: str, config_dir: Path = PEER_CONFIGS) -> dict[str, dict]:
+    """The tuned tables of one dataset and view: RecBole model -> {"settings": ..., n_trials, ...}; {} if none."""
+    path = config_path(dataset, view, config_dir=config_dir)
+    return read_config_file(path) if path.is_file() else {}
+
+
+def run_worker(peer_python: Path, model: str, name: str, config: dict, work: Path, threads: int,
+               valid_only: bool = False) -> tuple[dict, pd.DataFrame | None, float]:
+    """Train and test one model in RecBole's environment; its result.json, its ranks and the wall time
+    (valid_only: train only, a tuning trial; no test metric and no ranks)."""
     config_file = work / f"{model}.yaml"
     config_file.write_text(json.dumps(config))  # JSON is YAML
     out = work / f"out-{model}"
     command = [str(peer_python.absolute()), str(WORKER), "--model", model, "--dataset", name,
-               "--config", str(config_file), "--out", str(out)]
+               "--config", str(config_file), "--out", str(out)] + (["--valid-only"] if valid_only else [])
     domains = Path(config["data_path"]) / "domains.csv"  # written by export() when scenarios are item domains
     if domains.is_file():
         command += ["--domains", str(domains), "--test-scenarios", str(domains.with_name("test_scenarios.csv"))]
@@ -147,7 +163,7 @@ def run_worker(peer_python: Path, model: str, name: str, config: dict, work: Pat
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-25:])
         raise SystemExit(f"RecBole's {model} failed (exit {done.returncode}):\n{tail}")
     result = json.loads((out / "result.json").read_text())
-    return result, pd.read_csv(out / "ranks.csv"), wall_s
+    return result, None if valid_only else pd.read_csv(out / "ranks.csv"), wall_s
 
 
 def with_scenarios(test: pd.DataFrame, ranks: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -239,6 +255,8 @@ def main() -> None:
                              "than one on a busy 2-core machine")
     parser.add_argument("--peer-python", type=Path, default=PEER_PYTHON, help="the Python of RecBole's venv")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the table and its manifest")
+    parser.add_argument("--defaults", action="store_true",
+                        help="RecBole's default settings even where configs/peers/ has tuned ones (bench/peer_tune.py)")
     parser.add_argument("--replace", dest="keep_others", action="store_false",
                         help="write only the models run now (default: keep the other models already recorded in "
                              "--out for this dataset and view, on the same split)")
@@ -257,16 +275,18 @@ def main() -> None:
     print(f"{ds!r}\n{split!r}; exported to RecBole as {name}.{{train,valid,test}}.inter + {name}.item "
           f"({len(ds.items):,} items, {int(only_held_out.sum()):,} of them never in train)")
 
+    tuned = {} if options.defaults else tuned_settings(ds.name, ds.view)
     results: dict[str, dict] = {}
     summaries, ranked_rows, checks = [], [], []
     with tempfile.TemporaryDirectory(prefix="xscene-peers-") as scratch:
         work = Path(scratch)
-        export(ds, split, work / "data", name)
-        if SEQUENTIAL.intersection(options.models):
-            export_sequences(ds, split, work / "data", f"{name}-seq", MAX_ITEM_LIST_LENGTH)
+        export_for(ds, split, work / "data", name, options.models)
         for model in options.models:
-            config = recbole_config(model, work / "data", work / "saved", options.epochs, options.seed)
-            print(f"{model}: training and testing in RecBole's environment ...", flush=True)
+            config = {**recbole_config(model, work / "data", work / "saved", options.epochs, options.seed),
+                      **tuned.get(model, {}).get("settings", {})}
+            print(f"{model}: training and testing in RecBole's environment"
+                  + (f" with its tuned settings ({tuned[model]['n_trials']} trials)" if model in tuned else "")
+                  + " ...", flush=True)
             files = f"{name}-seq" if model in SEQUENTIAL else name
             result, ranks, wall_s = run_worker(options.peer_python, model, files, config, work, options.threads)
             if result["items"] != len(ds.items):
@@ -279,6 +299,8 @@ def main() -> None:
             config = {key: value for key, value in config.items() if key not in ("data_path", "checkpoint_dir")}
             capped = result["epochs_run"] >= result["max_epochs"] > 1
             results[model] = {**result, "wall_s": wall_s, "config": config, "threads": options.threads,
+                              "tuned": {key: value for key, value in tuned[model].items() if key != "settings"}
+                              if model in tuned else None,
                               "stopped_by": "epoch cap" if capped else "one pass" if result["max_epochs"] == 1
                               else "early stopping"}
             print(f"{model}: {result['epochs_run']} epoch(s), best {result['best_epoch']}, "
@@ -307,8 +329,8 @@ def main() -> None:
         "ranking": "within the test row's domain" if within_domain else "every item",
         "recbole": first["recbole"], "torch": first["torch"], "seed": options.seed, "epochs": options.epochs,
         "threads": options.threads,
-        "models": {model: {key: result[key] for key in ("config", "epochs_run", "best_epoch", "stopped_by",
-                                                         "threads", "fit_s", "test_s", "wall_s", "valid", "test")}
+        "models": {model: {key: result.get(key) for key in ("config", "tuned", "epochs_run", "best_epoch", "stopped_by",
+                                                             "threads", "fit_s", "test_s", "wall_s", "valid", "test")}
                    for model, result in results.items()},
         "cross_check": {"tolerance": TOLERANCE, "max_abs_diff_ties_half": worst_ties_half,
                         "max_abs_diff_recbole_order": worst_order,

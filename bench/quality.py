@@ -14,8 +14,9 @@ and prints:
   (at most COLD_MAX training interactions in their scenario, the runner's `cold_item` flag), and each
   text-aware model minus text zero-shot on cold items and on items never seen in training: reported whatever
   they show.
-- the peers whose training their epoch cap stopped (rather than early stopping), read from the manifest beside
-  their ranks: such a peer may be short of its best.
+- which models ran with tuned settings (ours: the run manifest's model settings; peers: the trials of
+  bench/peer_tune.py, from the manifest beside their ranks) and which with their defaults, and the peers whose
+  training their epoch cap stopped (rather than early stopping): such a peer may be short of its best.
 - the runs' seeds, and what is missing (a dataset without runs or peers says which command makes them).
 
     python bench/quality.py                                   # the three datasets of the book
@@ -77,13 +78,30 @@ def peer_rows(folders: list[Path], name: str) -> tuple[pd.DataFrame, Path] | Non
     return None
 
 
-def peers_at_their_cap(manifest: Path) -> dict[str, int]:
-    """The peers whose training the epoch cap stopped (not early stopping), with the cap, from their manifest."""
+def peer_notes(manifest: Path) -> dict[str, str]:
+    """Each peer's settings (tuned with how many trials, or RecBole's defaults) and, when its epoch cap rather
+    than early stopping ended its training, that cap; from the manifest beside its ranks."""
     if not manifest.is_file():
         return {}
-    models = json.loads(manifest.read_text())["models"]
-    return {f"RecBole {model}": entry["config"]["epochs"] for model, entry in models.items()
-            if entry.get("stopped_by") == "epoch cap"}
+    notes = {}
+    for model, entry in json.loads(manifest.read_text())["models"].items():
+        tuned = entry.get("tuned")
+        note = f"tuned, {tuned['n_trials']} trials" if tuned else "default settings"
+        if entry.get("stopped_by") == "epoch cap":
+            note += f"; stopped by its cap of {entry['config']['epochs']} epochs"
+        notes[f"RecBole {model}"] = note
+    return notes
+
+
+def tuned_models(folders: list[Path]) -> set[str]:
+    """Our models that ran with tuned settings (a config's table) in any of the run folders' manifests."""
+    tuned = set()
+    for folder in folders:
+        manifest = folder / "manifest.json"
+        if manifest.is_file():
+            settings = json.loads(manifest.read_text()).get("model_settings") or {}
+            tuned |= {model for model, value in settings.items() if value}
+    return tuned
 
 
 def never_seen(dataset: str, view: str) -> pd.DataFrame:
@@ -117,8 +135,10 @@ def report(dataset: str, view: str, run_dirs: list[Path], peer_dirs: list[Path],
     rows, where = ours
     seeds = rows.groupby("model")["seed"].nunique()
     means = rows.groupby(["model", "seed"])[METRIC].mean().groupby("model").mean().sort_values(ascending=False)
+    tuned = tuned_models(where)
     out.append(f"  ours ({', '.join(map(str, where))}): "
-               + ", ".join(f"{m} {v:.4f} ({seeds[m]} seed(s))" for m, v in means.items()))
+               + ", ".join(f"{m} {v:.4f} ({seeds[m]} seed(s){', tuned' if m in tuned else ''})"
+                           for m, v in means.items()))
     if peers is None:
         out.append(f"  no peer ranks {name}.ranks.csv in {', '.join(map(str, peer_dirs))}; "
                    f"`make peers PEERS_ARGS='--dataset {dataset} --scenarios {view}'`")
@@ -126,9 +146,9 @@ def report(dataset: str, view: str, run_dirs: list[Path], peer_dirs: list[Path],
         prows, path = peers
         prows = prows[prows["user_id"].isin(rows["user_id"])]  # a smoke run: its users only
         peer_means = prows.groupby("model")[METRIC].mean().sort_values(ascending=False)
-        capped = peers_at_their_cap(path.with_name(f"{name}.json"))
+        notes = peer_notes(path.with_name(f"{name}.json"))
         out.append(f"  peers ({path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}): "
-                   + ", ".join(f"{m} {v:.4f}" + (f" (stopped by its cap of {capped[m]} epochs)" if m in capped else "")
+                   + ", ".join(f"{m} {v:.4f}" + (f" ({notes[m]})" if m in notes else "")
                                for m, v in peer_means.items()))
         best, best_peer = means.index[0], peer_means.index[0]
         mine = rows[(rows["model"] == best) & rows["user_id"].isin(prows["user_id"])]

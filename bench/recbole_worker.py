@@ -1,13 +1,16 @@
 """Runs inside .venv-peers (RecBole's own environment): trains one RecBole model on pre-split atomic files and
 writes its test metrics and the rank of every test interaction. bench/peer_recbole.py starts it; see there.
 
-    python bench/recbole_worker.py --model BPR --dataset NAME --config RUN.yaml --out DIR
+    python bench/recbole_worker.py --model BPR --dataset NAME --config RUN.yaml --out DIR [--valid-only]
 
 DIR receives result.json (RecBole's own test and validation metrics, epochs, times, sizes) and ranks.csv, one
 row per test interaction: user_id, item_id (our ids), higher and tied (how many candidates scored above and
 equal to the target), candidates (items ranked: all items but the padding and the user's train and valid
 items), and topk_position, the target's place in the top-k list that RecBole's own evaluation builds from the
 same scores with torch.topk (0 when it is not in that list).
+
+With --valid-only (a tuning trial, bench/peer_tune.py) it trains and stops: result.json holds the validation
+metrics and epochs only, no test metric is computed and no ranks.csv is written.
 
 With --domains FILE (a CSV of item_id, scenario: the items each scenario ranks, when scenarios are item domains)
 and --test-scenarios FILE (user_id, item_id, scenario of each test row), a test row is ranked only against the
@@ -111,6 +114,8 @@ def main() -> None:
     parser.add_argument("--history", type=Path,
                         help="CSV of user_id, item_id: the items left out of each test row's ranking when RecBole's "
                              "loader gives none (sequential models)")
+    parser.add_argument("--valid-only", action="store_true",
+                        help="train and report the validation metrics only; the test rows are not evaluated")
     options = parser.parse_args()
 
     config = Config(model=options.model, dataset=options.dataset, config_file_list=[str(options.config)])
@@ -124,9 +129,21 @@ def main() -> None:
 
     valid_scores: list[float] = []
     start = time.perf_counter()
-    _, best_valid = trainer.fit(train_data, valid_data, verbose=False, saved=True, show_progress=False,
-                                callback_fn=lambda epoch, score: valid_scores.append(float(score)))
+    _, best_valid = trainer.fit(train_data, valid_data, verbose=False, saved=not options.valid_only,
+                                show_progress=False, callback_fn=lambda epoch, score: valid_scores.append(float(score)))
     fit_s = time.perf_counter() - start
+    options.out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "model": config["model"], "recbole": recbole.__version__, "torch": torch.__version__,
+        "seed": config["seed"], "users": dataset.user_num - 1, "items": dataset.item_num - 1,
+        "interactions": dict(zip(("train", "valid", "test"), map(int, dataset.file_size_list))),
+        "max_epochs": trainer.epochs, "epochs_run": len(valid_scores),  # ItemKNN's trainer: one pass
+        "best_epoch": int(np.argmax(valid_scores)) + 1 if valid_scores else None,
+        "fit_s": fit_s, "valid": plain(best_valid),
+    }
+    if options.valid_only:  # a tuning trial: the test rows stay unread
+        (options.out / "result.json").write_text(json.dumps(result, indent=2))
+        return
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     ranks = test_ranks(model, test_data, dataset, max(config["topk"]),
@@ -134,16 +151,8 @@ def main() -> None:
                        seen_items(dataset, options.history))
     test_s = time.perf_counter() - start
 
-    options.out.mkdir(parents=True, exist_ok=True)
     ranks.to_csv(options.out / "ranks.csv", index=False)
-    result = {
-        "model": config["model"], "recbole": recbole.__version__, "torch": torch.__version__,
-        "seed": config["seed"], "users": dataset.user_num - 1, "items": dataset.item_num - 1,
-        "interactions": dict(zip(("train", "valid", "test"), map(int, dataset.file_size_list))),
-        "max_epochs": trainer.epochs, "epochs_run": len(valid_scores),  # ItemKNN's trainer: one pass
-        "best_epoch": int(np.argmax(valid_scores)) + 1 if valid_scores else None,
-        "fit_s": fit_s, "test_s": test_s, "valid": plain(best_valid), "test": plain(test_result),
-    }
+    result.update(test_s=test_s, test=plain(test_result))
     (options.out / "result.json").write_text(json.dumps(result, indent=2))
 
 

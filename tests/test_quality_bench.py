@@ -74,13 +74,23 @@ def test_a_target_missed_is_said(folders) -> None:
     assert "ratio 1.000" in text and "NOT met" in text
 
 
-def test_a_peer_stopped_by_its_epoch_cap_is_marked(folders) -> None:
+def test_a_peer_stopped_by_its_epoch_cap_or_tuned_is_marked(folders) -> None:
     runs, peers = folders
     manifest = {"models": {"SASRec": {"stopped_by": "epoch cap", "config": {"epochs": 20}},
-                           "BPR": {"stopped_by": "early stopping", "config": {"epochs": 300}}}}
+                           "BPR": {"stopped_by": "early stopping", "config": {"epochs": 300},
+                                   "tuned": {"n_trials": 10, "best_valid_ndcg_at_10": 0.07}}}}
     (peers / "tiny-age.json").write_text(json.dumps(manifest))
     text = "\n".join(quality.report("tiny", "age", [runs], [peers], n_resamples=200))
-    assert "RecBole SASRec 0.5000 (stopped by its cap of 20 epochs)" in text
+    assert "RecBole SASRec 0.5000 (default settings; stopped by its cap of 20 epochs)" in text
+    assert quality.peer_notes(peers / "tiny-age.json")["RecBole BPR"] == "tuned, 10 trials"
+
+
+def test_our_tuned_models_are_marked(folders) -> None:
+    runs, peers = folders
+    manifest = {"model_settings": {"seq-joint": {"dim": 32}, "seq-joint-no-text": None}}
+    (runs / "tiny-age" / "manifest.json").write_text(json.dumps(manifest))
+    text = "\n".join(quality.report("tiny", "age", [runs], [peers], n_resamples=200))
+    assert "seq-joint 1.0000 (2 seed(s), tuned)" in text and "seq-joint-no-text 0.6309 (2 seed(s))" in text
 
 
 def test_missing_runs_and_peers_name_the_command_that_makes_them(tmp_path: Path, folders) -> None:

@@ -80,10 +80,10 @@ def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     return config
 
 
-def write_config(path: str | Path, config: Mapping[str, Mapping[str, Any]]) -> None:
-    """Write model tables (each with a `settings` table of plain values) as TOML, atomically."""
+def write_config(path: str | Path, config: Mapping[str, Mapping[str, Any]], header: str = HEADER) -> None:
+    """Write model tables (each with a `settings` table of plain values) as TOML, atomically, after `header`."""
     path = Path(path)
-    lines = [HEADER]
+    lines = [header]
     for model, table in config.items():
         if not isinstance(table, Mapping) or not isinstance(table.get("settings"), Mapping):
             raise DataError(f"config table {model!r} must be a mapping with a `settings` mapping, got {table!r}")

@@ -137,19 +137,9 @@ def tune(dataset: str | Dataset, scenarios: str | None, model: str, n_trials: in
                 raise optuna.TrialPruned(str(error)) from error
         return _valid_ndcg(estimator, split, candidates)
 
-    with _quiet_optuna():
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                    pruner=optuna.pruners.MedianPruner())
-        _check_same_seed(study, seed, storage)
-        done = _done(study)
-        bar = tqdm(total=n_trials, initial=min(done, n_trials), desc=f"tuning {spec.name}", unit="trial",
-                   disable=not show_progress)
-        for _ in range(n_trials - done):
-            study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(seed, len(study.trials)))
-            study.optimize(objective, n_trials=1)
-            bar.update(1)
-            bar.set_postfix(best=round(_best_value(study), 4))
-        bar.close()
+    study, new_trials = seeded_search(objective, n_trials, study_name=name, storage=storage, seed=seed,
+                                      pruner=optuna.pruners.MedianPruner(), label=f"tuning {spec.name}",
+                                      show_progress=show_progress)
     best = _best_trial(study, storage)
     path = config_path(data.name, data.view, smoke=smoke, config_dir=config_dir)
     config = read_config_file(path) if path.is_file() else {}
@@ -159,7 +149,27 @@ def tune(dataset: str | Dataset, scenarios: str | None, model: str, n_trials: in
                          "settings": dict(best.user_attrs["settings"])}
     write_config(path, config)
     return TuningResult(spec.name, dict(best.user_attrs["settings"]), float(best.value), _trials_table(study),
-                        max(n_trials - done, 0), name, storage, path)
+                        new_trials, name, storage, path)
+
+
+def seeded_search(objective: Callable[[optuna.Trial], float], n_trials: int, *, study_name: str, storage: str,
+                  seed: int, pruner: optuna.pruners.BasePruner | None = None, label: str = "tuning",
+                  show_progress: bool = True) -> tuple[optuna.Study, int]:
+    """Run the trials still missing from a seeded, resumable search that maximises `objective`; the study and
+    the number of trials run by this call (bench/peer_tune.py drives RecBole's searches with it too)."""
+    with _quiet_optuna():
+        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+                                    load_if_exists=True, pruner=pruner)
+        _check_same_seed(study, seed, storage)
+        done = _done(study)
+        bar = tqdm(total=n_trials, initial=min(done, n_trials), desc=label, unit="trial", disable=not show_progress)
+        for _ in range(n_trials - done):
+            study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(seed, len(study.trials)))
+            study.optimize(objective, n_trials=1)
+            bar.update(1)
+            bar.set_postfix(best=round(_best_value(study), 4))
+        bar.close()
+    return study, max(n_trials - done, 0)
 
 
 def _tunable_spec(model: str) -> ModelSpec:
