@@ -88,7 +88,7 @@ PEERS_PINS  ?= "pandas<2.3" "setuptools<81" "scipy<1.12"
 PEERS_ARGS  ?= --dataset ml-100k --scenarios age --models BPR ItemKNN LightGCN
 # `make peer-tune`: the same number of trials for RecBole's models as `xscene tune` gives ours, on
 # validation only; writes configs/peers/<dataset>-<view>.toml, which `make peers` then reads
-PEER_TUNE_ARGS ?= --dataset ml-100k --scenarios age --models ItemKNN BPR LightGCN --trials 10
+PEER_TUNE_ARGS ?= --dataset ml-100k --scenarios age --models ItemKNN BPR --trials 4
 
 .PHONY: peers peer-tune
 
