@@ -34,14 +34,13 @@ import optuna
 from peer_recbole import PEER_CONFIGS, PEER_PYTHON, ROOT, SEQUENTIAL, SOURCES, export_for, recbole_config, run_worker
 from xscene_lib.data import loading as datasets
 from xscene_lib.experiments.configs import config_path, read_config_file, write_config
-from xscene_lib.experiments.tuning import seeded_search
+from xscene_lib.experiments.tuning import best_trial, seeded_search, spent_trials
 
 STORAGE = ROOT / "results" / "tuning" / "peers"
 DIMS = (32, 64, 128)  # the widths our models' searches try
 VALID_METRIC = "ndcg@10"  # RecBole's key for its NDCG@10
 HEADER = ("# RecBole's settings chosen on validation NDCG@10 by bench/peer_tune.py (`make peer-tune`), one table per\n"
           "# model; bench/peer_recbole.py (`make peers`) runs each model listed here with them.\n")
-SPENT = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # trials that count toward the budget
 
 
 def _bpr_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -110,13 +109,9 @@ def tune_peer(model: str, n_trials: int, *, run_trial: Callable[[dict[str, Any]]
 
 def record_best(path: Path, model: str, study: optuna.Study, seed: int) -> dict[str, Any]:
     """Write the best trial's settings into the model's table of the peers' config file; that table."""
-    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not finished:
-        raise SystemExit(f"no trial of {study.study_name} finished (all diverged); widen or move its search space")
-    best = max(finished, key=lambda trial: (trial.value, -trial.number))
+    best = best_trial(study, study.study_name)
     config = read_config_file(path) if path.is_file() else {}
-    spent = study.get_trials(deepcopy=False, states=SPENT)
-    config[model] = {"n_trials": len(spent), "best_valid_ndcg_at_10": float(best.value), "seed": seed,
+    config[model] = {"n_trials": spent_trials(study), "best_valid_ndcg_at_10": float(best.value), "seed": seed,
                      "best_epoch": best.user_attrs["best_epoch"], "epochs_run": best.user_attrs["epochs_run"],
                      "date": datetime.date.today().isoformat(), "study": study.study_name,
                      "settings": dict(best.user_attrs["settings"])}

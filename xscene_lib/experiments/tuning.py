@@ -140,10 +140,10 @@ def tune(dataset: str | Dataset, scenarios: str | None, model: str, n_trials: in
     study, new_trials = seeded_search(objective, n_trials, study_name=name, storage=storage, seed=seed,
                                       pruner=optuna.pruners.MedianPruner(), label=f"tuning {spec.name}",
                                       show_progress=show_progress)
-    best = _best_trial(study, storage)
+    best = best_trial(study, storage)
     path = config_path(data.name, data.view, smoke=smoke, config_dir=config_dir)
     config = read_config_file(path) if path.is_file() else {}
-    config[spec.name] = {"n_trials": _done(study), "best_valid_ndcg_at_10": float(best.value), "seed": seed,
+    config[spec.name] = {"n_trials": spent_trials(study), "best_valid_ndcg_at_10": float(best.value), "seed": seed,
                          "date": datetime.date.today().isoformat(), "study": name,
                          **({"encoder": str(encoder)} if spec.needs_text else {}),
                          "settings": dict(best.user_attrs["settings"])}
@@ -161,7 +161,7 @@ def seeded_search(objective: Callable[[optuna.Trial], float], n_trials: int, *, 
         study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
                                     load_if_exists=True, pruner=pruner)
         _check_same_seed(study, seed, storage)
-        done = _done(study)
+        done = spent_trials(study)
         bar = tqdm(total=n_trials, initial=min(done, n_trials), desc=label, unit="trial", disable=not show_progress)
         for _ in range(n_trials - done):
             study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(seed, len(study.trials)))
@@ -263,7 +263,7 @@ def _check_same_seed(study: optuna.Study, seed: int, storage: str) -> None:
                         f"pass another storage_dir to start a search with seed={seed}")
 
 
-def _done(study: optuna.Study) -> int:
+def spent_trials(study: optuna.Study) -> int:
     """Trials that count toward the budget: finished or pruned (not those an interruption left failed)."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return len(study.get_trials(deepcopy=False, states=states))
@@ -275,7 +275,7 @@ def _best_value(study: optuna.Study) -> float:
     return max((trial.value for trial in finished), default=float("nan"))
 
 
-def _best_trial(study: optuna.Study, storage: str) -> optuna.trial.FrozenTrial:
+def best_trial(study: optuna.Study, storage: str) -> optuna.trial.FrozenTrial:
     """The finished trial with the highest validation score; a DataError when every trial was pruned."""
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not finished:
