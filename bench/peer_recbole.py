@@ -10,7 +10,7 @@ row and averaged by `metrics.summarise`, and RecBole's own overall test metrics 
 When the scenarios are item domains (food-kitchen), a test row is ranked against the items of its own domain,
 as our models rank it (`slices.domain_candidates`); RecBole's own metrics rank every item, so the cross-check
 is then reported but not applicable. RecBole's sequential models (SASRec, ...) get the same split as sequences
-(`export_sequences`); their test rows are ranked without the user's train and valid items, as ours are.
+(`recbole_export.export_sequences`); their test rows are ranked without the user's train and valid items, as ours are.
 
     python bench/peer_recbole.py [--dataset ml-100k] [--scenarios age] [--models BPR ItemKNN LightGCN]
                                  [--epochs 300] [--seed 2020] [--threads 1] [--replace]
@@ -32,9 +32,10 @@ import pandas as pd
 
 from xscene_lib.data import loading as datasets
 from xscene_lib.evaluation import metrics
-from xscene_lib.data import Dataset, Split
+from xscene_lib.data import Split
 from xscene_lib.experiments.configs import config_path, read_config_file
 from xscene_lib.experiments.slices import domain_candidates
+from recbole_export import MAX_ITEM_LIST_LENGTH, SEQUENTIAL, export_for
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "bench" / "recbole_worker.py"
@@ -49,73 +50,8 @@ CHECKED = {"ndcg@10": "ndcg@10", "recall@10": "recall@10", "hit@10": "recall@10"
 TOLERANCE = 1e-3
 STOPPING_STEP = {"LightGCN": 50}  # RecBole's default of 10 stops LightGCN far too early; others keep 10
 WORKER_TIMEOUT_S = 3 * 3600
-# RecBole's sequential models read pre-built sequences (export_sequences); a few of its common ones
-SEQUENTIAL = frozenset({"SASRec", "GRU4Rec", "BERT4Rec", "NARM", "STAMP", "Caser", "LightSANs", "CORE"})
-MAX_ITEM_LIST_LENGTH = 50  # RecBole's default, and our sequential models' max_length
 SEQUENCE_SETTINGS = {"alias_of_item_id": ["item_id_list"], "MAX_ITEM_LIST_LENGTH": MAX_ITEM_LIST_LENGTH,
                      "train_neg_sample_args": None}  # full-softmax cross-entropy, RecBole's default loss for SASRec
-
-
-def atomic(frame: pd.DataFrame, columns: dict[str, str]) -> str:
-    """A frame as a RecBole atomic file: tab-separated, header `name:type`, one row per line."""
-    header = "\t".join(f"{name}:{kind}" for name, kind in columns.items())
-    body = frame[list(columns)].to_csv(sep="\t", header=False, index=False)
-    return f"{header}\n{body}"
-
-
-def export(ds: Dataset, split: Split, folder: Path, name: str) -> None:
-    """Write the split as NAME.{train,valid,test}.inter and the catalogue as NAME.item under folder/NAME/."""
-    target = folder / name
-    target.mkdir(parents=True)
-    columns = {"user_id": "token", "item_id": "token", "timestamp": "float"}
-    for part, frame in (("train", split.train), ("valid", split.valid), ("test", split.test)):
-        (target / f"{name}.{part}.inter").write_text(atomic(frame, columns))
-    (target / f"{name}.item").write_text(atomic(ds.items, {"item_id": "token"}))
-    candidates = domain_candidates(ds)
-    if candidates is not None:  # the items each scenario ranks, and the scenario of each test row
-        pd.DataFrame([(item, scenario) for scenario, items in candidates.items() for item in items],
-                     columns=["item_id", "scenario"]).to_csv(folder / "domains.csv", index=False)
-        split.test[["user_id", "item_id", "scenario"]].to_csv(folder / "test_scenarios.csv", index=False)
-
-
-def export_sequences(ds: Dataset, split: Split, folder: Path, name: str, length: int) -> None:
-    """The split for RecBole's sequential models, under folder/NAME/: a row per prediction, the target item_id
-    after item_id_list, the last `length` items before it (space-separated, oldest first), as ours see them.
-
-    Train rows predict every training interaction but a user's first from the ones before it; a validation
-    row is predicted from the user's training history, a test row from training and validation history. The
-    user's train and valid items go to folder/history.csv, which the worker leaves out of the test ranking.
-    """
-    target = folder / name
-    target.mkdir(parents=True)
-    train = split.train.sort_values(["user_id", "timestamp"], kind="stable")  # ours: rows in order on equal times
-    histories = train.groupby("user_id", sort=False)["item_id"].agg(list).to_dict()
-    columns = {"user_id": "token", "item_id_list": "token_seq", "item_id": "token"}
-
-    def before(items: list, end: int) -> str:  # the last `length` items before position `end`
-        return " ".join(map(str, items[max(0, end - length):end]))
-
-    rows = [(user, before(items, position), item) for user, items in histories.items()
-            for position, item in enumerate(items) if position > 0]
-    parts = {"train": pd.DataFrame(rows, columns=list(columns))}
-    for part, frame in (("valid", split.valid), ("test", split.test)):  # each row then joins its user's history
-        rows = []
-        for user, item in zip(frame["user_id"], frame["item_id"]):
-            history = histories.setdefault(user, [])
-            rows.append((user, before(history, len(history)), item))
-            history.append(item)
-        parts[part] = pd.DataFrame(rows, columns=list(columns))
-    for part, frame in parts.items():
-        (target / f"{name}.{part}.inter").write_text(atomic(frame, columns))
-    (target / f"{name}.item").write_text(atomic(ds.items, {"item_id": "token"}))
-    pd.concat([split.train, split.valid])[["user_id", "item_id"]].to_csv(folder / "history.csv", index=False)
-
-
-def export_for(ds: Dataset, split: Split, folder: Path, name: str, models: list[str]) -> None:
-    """The split as RecBole's atomic files, and as sequences (NAME-seq) when a sequential model is among `models`."""
-    export(ds, split, folder, name)
-    if SEQUENTIAL.intersection(models):
-        export_sequences(ds, split, folder, f"{name}-seq", MAX_ITEM_LIST_LENGTH)
 
 
 def recbole_config(model: str, data_path: Path, checkpoints: Path, epochs: int, seed: int) -> dict:
@@ -149,11 +85,11 @@ def run_worker(peer_python: Path, model: str, name: str, config: dict, work: Pat
     out = work / f"out-{model}"
     command = [str(peer_python.absolute()), str(WORKER), "--model", model, "--dataset", name,
                "--config", str(config_file), "--out", str(out)] + (["--valid-only"] if valid_only else [])
-    domains = Path(config["data_path"]) / "domains.csv"  # written by export() when scenarios are item domains
+    domains = Path(config["data_path"]) / "domains.csv"  # recbole_export.export() writes it for item domains
     if domains.is_file():
         command += ["--domains", str(domains), "--test-scenarios", str(domains.with_name("test_scenarios.csv"))]
     if model in SEQUENTIAL:  # RecBole's full ranking of a sequence leaves nothing out; ours leaves out what was seen
-        command += ["--history", str(Path(config["data_path"]) / "history.csv")]  # written by export_sequences()
+        command += ["--history", str(Path(config["data_path"]) / "history.csv")]  # from export_sequences()
     env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",  # RecBole loads its own checkpoint
                OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()

@@ -4,7 +4,7 @@
 
 Each trial draws a RecBole model's settings from its search space (SEARCH_SPACES: the same widths, step sizes and
 weight decays as our models' spaces in xscene_lib.experiments.tuning, plus the model's own knobs), trains it in
-RecBole's environment on the exported train rows (bench/peer_recbole.py's export) with RecBole's early stopping on
+RecBole's environment on the exported train rows (bench/recbole_export.py) with RecBole's early stopping on
 the validation rows, and is scored by its best validation NDCG@10 as RecBole measures it. The worker runs with
 --valid-only, so no test metric is ever computed during a search. Optuna's TPE sampler is seeded by (seed, trial
 number), by the search loop of `xscene tune` (`tuning.seeded_search`); the study lives in SQLite, so an
@@ -31,7 +31,8 @@ from typing import Any
 
 import optuna
 
-from peer_recbole import PEER_CONFIGS, PEER_PYTHON, ROOT, SEQUENTIAL, SOURCES, export_for, recbole_config, run_worker
+from peer_recbole import PEER_CONFIGS, PEER_PYTHON, ROOT, SOURCES, recbole_config, run_worker
+from recbole_export import SEQUENTIAL, export_for
 from xscene_lib.data import loading as datasets
 from xscene_lib.experiments.configs import config_path, read_config_file, write_config
 from xscene_lib.experiments.tuning import best_trial, seeded_search, spent_trials

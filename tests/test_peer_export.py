@@ -1,4 +1,5 @@
-"""bench/peer_recbole.py's side that runs without RecBole: the exported files and the merge with an earlier record."""
+"""bench/peer_recbole.py's side that runs without RecBole: the exported files (bench/recbole_export.py) and the
+merge with an earlier record."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ from xscene_lib.data import Dataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("peer_recbole", ROOT / "bench" / "peer_recbole.py")
+def _load_bench(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("peer_recbole", module)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-peers = _load_bench()
+export = _load_bench("recbole_export")  # peer_recbole imports it by name, as it does when run from bench/
+peers = _load_bench("peer_recbole")
 
 
 @pytest.fixture
@@ -45,7 +49,7 @@ def _read(path: Path) -> pd.DataFrame:
 
 def test_sequences_hold_the_last_items_before_each_target(tiny: Dataset, tmp_path: Path) -> None:
     split = tiny.split()
-    peers.export_sequences(tiny, split, tmp_path, "tiny-seq", length=2)
+    export.export_sequences(tiny, split, tmp_path, "tiny-seq", length=2)
     folder = tmp_path / "tiny-seq"
     header = ["user_id:token", "item_id_list:token_seq", "item_id:token"]
     train, valid, test = (_read(folder / f"tiny-seq.{part}.inter") for part in ("train", "valid", "test"))
@@ -61,7 +65,7 @@ def test_sequences_hold_the_last_items_before_each_target(tiny: Dataset, tmp_pat
 
 
 def test_a_sequence_is_never_longer_than_asked(tiny: Dataset, tmp_path: Path) -> None:
-    peers.export_sequences(tiny, tiny.split(), tmp_path, "s", length=1)
+    export.export_sequences(tiny, tiny.split(), tmp_path, "s", length=1)
     test = _read(tmp_path / "s" / "s.test.inter")
     assert sorted(test.values.tolist()) == [["1", "13", "14"], ["2", "21", "22"]]
 
@@ -71,7 +75,7 @@ def test_sequential_models_read_the_sequences_and_general_ones_the_interactions(
     bpr = peers.recbole_config("BPR", tmp_path, tmp_path, epochs=5, seed=1)
     assert sasrec["load_col"]["inter"] == ["user_id", "item_id_list", "item_id"]
     assert sasrec["alias_of_item_id"] == ["item_id_list"] and sasrec["train_neg_sample_args"] is None
-    assert sasrec["MAX_ITEM_LIST_LENGTH"] == peers.MAX_ITEM_LIST_LENGTH
+    assert sasrec["MAX_ITEM_LIST_LENGTH"] == export.MAX_ITEM_LIST_LENGTH
     assert bpr["load_col"]["inter"] == ["user_id", "item_id", "timestamp"] and "alias_of_item_id" not in bpr
 
 

@@ -26,7 +26,8 @@ def _load(name: str):
     return module
 
 
-_load("peer_recbole")  # peer_tune imports it by name, as it does when run as a script from bench/
+_load("recbole_export")  # peer_recbole and peer_tune import these by name, as they do when run from bench/
+_load("peer_recbole")
 tuning = _load("peer_tune")
 
 
