@@ -17,6 +17,10 @@ and prints:
 - which models ran with tuned settings (ours: the run manifest's model settings; peers: the trials of
   bench/peer_tune.py, from the manifest beside their ranks) and which with their defaults, and the peers whose
   training their epoch cap stopped (rather than early stopping): such a peer may be short of its best.
+- stability: each trained model's standard deviation over seeds with its 95% chi-square interval and the
+  spread that row-by-row disagreement between seeds alone gives (`intervals.seed_spread`); on ml-100k, the
+  target std <= MAX_SEED_STD for the joint and sequential models, judged on the point estimate (three seeds
+  cannot bound a std from above: the interval's top is about six times the estimate).
 - the runs' seeds, and what is missing (a dataset without runs or peers says which command makes them).
 
     python bench/quality.py                                   # the three datasets of the book
@@ -34,7 +38,7 @@ import pandas as pd
 
 from xscene_lib.data import loading as datasets, store
 from xscene_lib.evaluation import metrics
-from xscene_lib.evaluation.intervals import format_interval, paired_bootstrap
+from xscene_lib.evaluation.intervals import format_interval, paired_bootstrap, seed_spread
 from xscene_lib.experiments.slices import COLD_MAX
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +50,8 @@ METRIC = "ndcg@10"
 TARGET_RATIO = 1.05
 TEXT_TWINS = {"joint": "joint-no-text", "seq-joint": "seq-joint-no-text"}  # text-aware model -> its no-text twin
 ZERO_SHOT = "text-zero-shot"
+MAX_SEED_STD = {"ml-100k": 0.004}  # the stability target, per dataset
+STABILITY_MODELS = ("joint", "sasrec", "seq-joint", "seq-joint-no-text")  # the models it is asked of
 
 
 def our_rows(folders: list[Path], name: str) -> tuple[pd.DataFrame, list[Path]] | None:
@@ -124,6 +130,23 @@ def line(label: str, result: dict) -> str:
             f"{format_interval(result['ci_low'], result['ci_high'])}  (n={int(result['n_units']):,})")
 
 
+def stability(rows: pd.DataFrame, target: float | None) -> list[str]:
+    """The seed spread of every trained model with several seeds, and the stability target where there is one."""
+    spread = seed_spread(rows, METRIC).set_index("model")
+    spread = spread[(spread["seeds"] > 1) & (spread["row_noise"] > 1e-9)]  # untrained models do not vary
+    if spread.empty:
+        return ["  seed spread: no model has two seeds or more that differ"]
+    lines = ["  seed spread (std over seeds [95% interval], row noise): " + ", ".join(
+        f"{m} {r['std']:.4f} [{r['std_low']:.4f}, {r['std_high']:.4f}] ({r['row_noise']:.4f})"
+        for m, r in spread.sort_values("std").iterrows())]
+    asked = spread[spread.index.isin(STABILITY_MODELS)]
+    if target is not None and not asked.empty:
+        above = asked.index[asked["std"] > target].tolist()
+        lines.append(f"  stability (std <= {target} for {', '.join(asked.index)}): "
+                     + ("met" if not above else f"NOT met by {', '.join(above)}"))
+    return lines
+
+
 def report(dataset: str, view: str, run_dirs: list[Path], peer_dirs: list[Path], n_resamples: int) -> list[str]:
     """The lines of one dataset's report."""
     name = f"{dataset}-{view}"
@@ -139,6 +162,7 @@ def report(dataset: str, view: str, run_dirs: list[Path], peer_dirs: list[Path],
     out.append(f"  ours ({', '.join(map(str, where))}): "
                + ", ".join(f"{m} {v:.4f} ({seeds[m]} seed(s){', tuned' if m in tuned else ''})"
                            for m, v in means.items()))
+    out += stability(rows, MAX_SEED_STD.get(dataset))
     if peers is None:
         out.append(f"  no peer ranks {name}.ranks.csv in {', '.join(map(str, peer_dirs))}; "
                    f"`make peers PEERS_ARGS='--dataset {dataset} --scenarios {view}'`")

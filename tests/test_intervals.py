@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from xscene_lib.data import DataError
-from xscene_lib.evaluation import (format_interval, over_seeds, paired_bootstrap, seed_paired_difference,
+from xscene_lib.evaluation import (format_interval, over_seeds, paired_bootstrap, seed_paired_difference, seed_spread,
                                    seed_summary, verdict)
 
 
@@ -128,3 +128,32 @@ def test_seed_paired_difference_is_the_t_interval_of_the_seeds_differences() -> 
     assert one_seed.loc[0, "seeds"] == 1 and np.isnan(one_seed.loc[0, "ci_low"])  # no interval from one seed
     with pytest.raises(DataError, match="lack model 'c'"):
         seed_paired_difference(results, "auc", "a", "c")
+
+
+def _seed_rows(model: str, by_seed: dict[int, list[float]]) -> pd.DataFrame:
+    return pd.concat([pd.DataFrame({"model": model, "seed": seed, "user_id": range(len(values)), "item_id": 7,
+                                    "ndcg@10": values}) for seed, values in by_seed.items()])
+
+
+def test_seed_spread_of_a_known_case() -> None:
+    rows = pd.concat([_seed_rows("equal", {0: [1, 0, 1, 0], 1: [0, 1, 1, 0]}),  # same mean, different rows hit
+                      _seed_rows("apart", {0: [1, 1, 0, 0], 1: [0, 0, 0, 0]})])
+    table = seed_spread(rows, "ndcg@10").set_index("model")
+    assert table.loc["equal", "std"] == 0.0
+    assert table.loc["equal", "row_noise"] == pytest.approx(np.sqrt((0.5 + 0.5 + 0 + 0) / 4 / 4))
+    apart = table.loc["apart"]
+    assert apart["mean"] == 0.25 and apart["std"] == pytest.approx(np.sqrt(0.125))
+    # two seeds: one degree of freedom, chi-square quantiles 5.023886 (97.5%) and 0.0009820691 (2.5%)
+    assert apart["std_low"] == pytest.approx(np.sqrt(0.125 / 5.023886), rel=1e-5)
+    assert apart["std_high"] == pytest.approx(np.sqrt(0.125 / 0.0009820691), rel=1e-5)
+    assert apart["seeds"] == 2 and apart["rows"] == 4
+
+
+def test_seed_spread_of_one_seed_is_unknown_and_unpaired_rows_are_refused() -> None:
+    one = seed_spread(_seed_rows("m", {0: [1, 0]}), "ndcg@10").iloc[0]
+    assert one["seeds"] == 1 and np.isnan(one["std"]) and np.isnan(one["std_low"]) and np.isnan(one["row_noise"])
+    uneven = pd.concat([_seed_rows("m", {0: [1, 0, 1]}), _seed_rows("m", {1: [1, 0]})])
+    with pytest.raises(DataError, match="different test rows"):
+        seed_spread(uneven, "ndcg@10")
+    with pytest.raises(DataError, match="seed"):
+        seed_spread(uneven.drop(columns="seed"), "ndcg@10")

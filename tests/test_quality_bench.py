@@ -66,6 +66,20 @@ def test_the_report_gives_the_best_models_ratio_and_the_text_differences(folders
     assert "(n=2)" in unseen_line and "+0.5000" in unseen_line
 
 
+def test_the_seed_spread_and_the_stability_target(folders, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs, peers = folders
+    text = "\n".join(quality.report("tiny", "age", [runs], [peers], n_resamples=200))
+    assert "seed spread: no model has two seeds or more that differ" in text  # identical seeds
+    _run(runs, "seq-joint", 1, np.where(USERS <= 4, 2.0, 1.0), USERS <= 4)  # seed 1 misses the top on 4 rows
+    monkeypatch.setitem(quality.MAX_SEED_STD, "tiny", 0.004)
+    lines = quality.report("tiny", "age", [runs], [peers], n_resamples=200)
+    spread = next(line for line in lines if "seed spread" in line)
+    second = 1 - 4 / 8 * (1 - 1 / np.log2(3))  # seed 1's mean NDCG@10; seed 0's is 1
+    noise = np.sqrt(4 * (1 - 1 / np.log2(3)) ** 2 / 2 / 8 / 8)  # row variances averaged, over 8 rows
+    assert f"seq-joint {(1 - second) / np.sqrt(2):.4f} [" in spread and f"({noise:.4f})" in spread
+    assert "  stability (std <= 0.004 for seq-joint): NOT met by seq-joint" in lines
+
+
 def test_a_target_missed_is_said(folders) -> None:
     runs, peers = folders
     pd.DataFrame({"model": "SASRec", "user_id": USERS, "item_id": USERS * 10, "scenario": "a",

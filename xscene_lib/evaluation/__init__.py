@@ -13,6 +13,7 @@ _EXPORTS = {
     "over_seeds": "intervals",
     "paired_bootstrap": "intervals",
     "seed_paired_difference": "intervals",
+    "seed_spread": "intervals",
     "seed_summary": "intervals",
     "verdict": "intervals",
     # metrics

@@ -4,8 +4,10 @@ Every claim in the book compares two models on the same test rows. `paired_boots
 users with replacement (a user's rows stay together) and reports the mean difference B - A with
 its percentile confidence interval and a two-sided bootstrap p-value. `over_seeds` gives the mean
 and standard deviation of a metric across training seeds (`seed_summary` as a table of cells), and
-`verdict` turns an interval into the words the book may use about it. Where no per-user rows exist (the
-click-through protocol scores AUC over all test rows, and its split is redrawn with every seed),
+`verdict` turns an interval into the words the book may use about it. `seed_spread` adds how sure a
+seed spread itself is (a chi-square interval: three seeds pin a standard deviation down to within a factor of
+about 12) and the spread that row-by-row disagreement between the seeds alone produces. Where no per-user
+rows exist (the click-through protocol scores AUC over all test rows, and its split is redrawn with every seed),
 `seed_paired_difference` pairs two models by seed and gives a t interval over the seeds' differences.
 """
 
@@ -67,6 +69,38 @@ def seed_paired_difference(results: pd.DataFrame, metric: str, baseline: str, ca
                 if n > 1 else np.nan)
         rows.append({**dict(zip(groups, key if isinstance(key, tuple) else (key,))), "difference": mean,
                      "ci_low": mean - half, "ci_high": mean + half, "seeds": n})
+    return pd.DataFrame(rows)
+
+
+def seed_spread(per_row: pd.DataFrame, metric: str, *, key: Sequence[str] = ("user_id", "item_id"),
+                confidence: float = 0.95) -> pd.DataFrame:
+    """Per model: seeds, mean and std over seeds of the metric, the std's interval, and its row-noise spread.
+
+    per_row holds one row per (model, seed, test row) with the columns model, seed, `key` (naming a test row)
+    and `metric`. The std's interval assumes normally distributed seed means: (k - 1) s^2 / sigma^2 is
+    chi-square with k - 1 degrees of freedom for k seeds (std and interval NaN for one seed). row_noise is
+    sqrt(mean over test rows of the variance over seeds / n_rows): the std the seed means would have if the seeds
+    were equally good models that differ only in which rows they happen to get right. A std well above it
+    means some seeds are systematically better or worse than others.
+    """
+    keys = list(key)
+    _require(per_row, ["model", "seed", *keys, metric], "per_row")
+    check_number("seed_spread", "confidence", confidence, above=0, below=1, hint="e.g. 0.95")
+    rows = []
+    for model, part in per_row.groupby("model", observed=True, sort=False):
+        wide = part.pivot_table(index=keys, columns="seed", values=metric, aggfunc="mean", observed=True)
+        if wide.isna().any().any():
+            raise DataError(f"model {model!r}: its seeds scored different test rows; evaluate every seed on the "
+                            f"same rows")
+        values = wide.to_numpy(np.float64)  # (n_rows, k)
+        k, means = values.shape[1], values.mean(axis=0)  # (k,): each seed's mean over the rows
+        std = float(means.std(ddof=1)) if k > 1 else np.nan  # one seed has no spread to measure
+        low, high = (std * np.sqrt((k - 1) / stats.chi2.ppf(q, k - 1)) for q in ((1 + confidence) / 2,
+                                                                                  (1 - confidence) / 2)) \
+            if k > 1 else (np.nan, np.nan)
+        noise = float(np.sqrt(values.var(axis=1, ddof=1).mean() / len(values))) if k > 1 else np.nan
+        rows.append({"model": model, "seeds": k, "mean": float(means.mean()), "std": std, "std_low": float(low),
+                     "std_high": float(high), "row_noise": noise, "rows": len(values)})
     return pd.DataFrame(rows)
 
 
