@@ -94,11 +94,12 @@ def seed_spread(per_row: pd.DataFrame, metric: str, *, key: Sequence[str] = ("us
                             f"same rows")
         values = wide.to_numpy(np.float64)  # (n_rows, k)
         k, means = values.shape[1], values.mean(axis=0)  # (k,): each seed's mean over the rows
-        std = float(means.std(ddof=1)) if k > 1 else np.nan  # one seed has no spread to measure
-        low, high = (std * np.sqrt((k - 1) / stats.chi2.ppf(q, k - 1)) for q in ((1 + confidence) / 2,
-                                                                                  (1 - confidence) / 2)) \
-            if k > 1 else (np.nan, np.nan)
-        noise = float(np.sqrt(values.var(axis=1, ddof=1).mean() / len(values))) if k > 1 else np.nan
+        std = low = high = noise = np.nan  # one seed has no spread to measure
+        if k > 1:
+            std = float(means.std(ddof=1))
+            low, high = (std * np.sqrt((k - 1) / stats.chi2.ppf(q, k - 1)) for q in ((1 + confidence) / 2,
+                                                                                      (1 - confidence) / 2))
+            noise = float(np.sqrt(values.var(axis=1, ddof=1).mean() / len(values)))
         rows.append({"model": model, "seeds": k, "mean": float(means.mean()), "std": std, "std_low": float(low),
                      "std_high": float(high), "row_noise": noise, "rows": len(values)})
     return pd.DataFrame(rows)
