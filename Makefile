@@ -45,7 +45,7 @@ recorded: data
 	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset food-kitchen --scenarios domain --seeds 1 \
 		--output bench/results/recorded --models popularity itemknn bpr text-zero-shot sasrec seq-joint-no-text seq-joint
 	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset ml-100k --scenarios age --seeds 3 --output bench/results/recorded \
-		--models sasrec seq-joint-no-text seq-joint
+		--models sasrec seq-joint-no-text seq-joint text-zero-shot
 
 # JupyterLab on notebooks/ with this environment's kernel (as root, in a container, with --allow-root);
 # LAB_OPTIONS adds flags (e.g. LAB_OPTIONS="--no-browser --port=8890")

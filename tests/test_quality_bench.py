@@ -80,6 +80,22 @@ def test_the_seed_spread_and_the_stability_target(folders, monkeypatch: pytest.M
     assert "  stability (std <= 0.004 for seq-joint): NOT met by seq-joint" in lines
 
 
+def test_the_cold_item_target_names_each_part_that_fails(folders) -> None:
+    runs, peers = folders
+    lines = quality.report("tiny", "age", [runs], [peers], n_resamples=200)
+    assert lines[-1] == ("  cold-item target (seq-joint >= text-zero-shot on cold items (<= 5), never-seen items, "
+                         "and best overall): met")  # seq-joint ranks every row first
+    _run(runs, "text-zero-shot", 0, np.where(USERS <= 4, 1.0, 3.0), USERS <= 4)  # zero-shot ties on cold rows
+    for seed in (0, 1):
+        _run(runs, "seq-joint-no-text", seed, 1.0, USERS <= 4)  # the twin ranks every row first
+        _run(runs, "seq-joint", seed, np.where(USERS <= 2, 2.0, 1.0), USERS <= 4)  # misses the top on rows 1-2
+    last = quality.report("tiny", "age", [runs], [peers], n_resamples=200)[-1]
+    gap = 2 / 4 * (1 / np.log2(3.0) - 1)  # 2 of the 4 cold rows drop from 1 to 1 / log2(3)
+    assert f"NOT met: below text-zero-shot on cold items (<= 5) ({gap:+.4f})" in last
+    assert f"below text-zero-shot on never-seen items ({2 * gap:+.4f})" in last  # both never-seen rows drop
+    assert "not the best overall (seq-joint-no-text 1.0000 vs" in last
+
+
 def test_a_target_missed_is_said(folders) -> None:
     runs, peers = folders
     pd.DataFrame({"model": "SASRec", "user_id": USERS, "item_id": USERS * 10, "scenario": "a",
