@@ -42,7 +42,7 @@ KERNEL_SETTINGS := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 MKL_CBW
 recorded: data
 	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset ml-1m --scenarios age --seeds 3 --output bench/results/recorded \
 		--models popularity itemknn bpr text-zero-shot joint sasrec seq-joint-no-text seq-joint
-	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset food-kitchen --scenarios domain --seeds 1 \
+	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset food-kitchen --scenarios domain --seeds 3 \
 		--output bench/results/recorded --models popularity itemknn bpr text-zero-shot sasrec seq-joint-no-text seq-joint
 	$(KERNEL_SETTINGS) $(VENV)/bin/xscene run --dataset ml-100k --scenarios age --seeds 3 --output bench/results/recorded \
 		--models sasrec seq-joint-no-text seq-joint text-zero-shot
