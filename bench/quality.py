@@ -219,8 +219,7 @@ def cold_target(against_zero_shot: dict[str, dict], means: pd.Series) -> list[st
     failed = [f"below {ZERO_SHOT} on {label} ({result['difference']:+.4f})"
               for label, result in against_zero_shot.items() if result["difference"] < 0]
     if means.index[0] != COLD_TARGET_MODEL:
-        failed.append(f"not the best overall ({means.index[0]} {means.iloc[0]:.4f} vs "
-                      f"{means.get(COLD_TARGET_MODEL, float('nan')):.4f})")
+        failed.append(f"not the best overall ({means.index[0]} {means.iloc[0]:.4f} vs {means[COLD_TARGET_MODEL]:.4f})")
     return [f"  cold-item target ({COLD_TARGET_MODEL} >= {ZERO_SHOT} on {', '.join(against_zero_shot)}, and best "
             f"overall): " + ("met" if not failed else "NOT met: " + "; ".join(failed))]
 
