@@ -3,6 +3,7 @@ items from their text, scores by user vector . item vector, repeats with a seed,
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,23 @@ def test_after_fit_the_history_includes_the_validation_rows(rule: Rule, fitted: 
                                      rule.test.assign(item_id=(latest + 1) % N_ITEMS))
         assert (ranks["rank"] == 1).mean() > 0.9
     assert not np.array_equal(fitted.score([501], "a"), model.score([501], "a"))
+
+
+def test_set_history_scores_from_the_rows_given(rule: Rule, fitted: SequentialModel) -> None:
+    model = copy.deepcopy(fitted)
+    unknown = pd.DataFrame({"user_id": [9_999], "item_id": [0], "scenario": ["a"], "timestamp": [5]})
+    assert model.set_history(pd.concat([rule.train, unknown])) is model  # unknown users are left out
+    ranks = metrics.target_ranks(model, rule.train, rule.valid)  # validation predicted from training rows alone
+    assert (ranks["rank"] == 1).mean() > 0.9
+    jumped = rule.train.assign(item_id=(rule.train["item_id"] + 7) % N_ITEMS)  # every latest item moved by 7
+    ranks = metrics.target_ranks(model.set_history(jumped), jumped,
+                                 rule.valid.assign(item_id=(rule.valid["item_id"] + 7) % N_ITEMS))
+    assert (ranks["rank"] == 1).mean() > 0.9
+    assert np.all(model.set_history(unknown).recent_items_ == PAD)  # no usable row: empty histories
+    with pytest.raises(DataError, match="scenario"):
+        model.set_history(rule.train.drop(columns="scenario"))
+    with pytest.raises(NotFittedError):
+        SequentialModel(**QUICK).set_history(rule.train)
 
 
 def test_cold_items_are_scored_from_their_text_only_with_text(rule: Rule) -> None:
