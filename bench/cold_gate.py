@@ -27,6 +27,7 @@ the figures (NDCG@10 on cold validation items: as fitted, the best gate, text on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -42,7 +43,7 @@ from xscene_lib.evaluation.metrics import ranking_metrics, target_ranks
 from xscene_lib.experiments.configs import config_path, read_config_file
 from xscene_lib.experiments.registry import model_specs
 from xscene_lib.experiments.runner import _item_vectors
-from xscene_lib.experiments.slices import COLD_MAX, domain_candidates
+from xscene_lib.experiments.slices import cold_flags, domain_candidates
 
 HERE = Path(__file__).resolve().parent
 HARD = (2, 5, 20)  # t of the hard gates
@@ -84,14 +85,13 @@ def main() -> None:
     for model in fits.values():
         model.fit(split.train, vectors, items=data.items["item_id"], valid=split.valid)
     model = fits[BASE].set_history(split.train)  # validation rows are predicted from the training rows
-    valid = split.valid.assign(scenario=split.valid["scenario"].astype(str))
-    in_scenario = split.train.astype({"scenario": str}).groupby(["item_id", "scenario"]).size()
-    counts = in_scenario.reindex(pd.MultiIndex.from_frame(valid[["item_id", "scenario"]])).fillna(0).to_numpy()
+    valid = split.valid
+    cold = cold_flags(dataclasses.replace(split, test=valid))["cold_item"].to_numpy()  # (n_valid,), slices.COLD_MAX
     candidates = domain_candidates(data)
 
     def ndcg(recommender: object) -> pd.DataFrame:
         ranks = target_ranks(recommender, split.train, valid, candidates=candidates)
-        return ranking_metrics(ranks, ks=(10,))[["user_id", "ndcg@10"]].assign(cold=counts <= COLD_MAX)
+        return ranking_metrics(ranks, ks=(10,))[["user_id", "ndcg@10"]].assign(cold=cold)
 
     rows = [ndcg(fits["text zero-shot"]).assign(model="text zero-shot")]
     id_part = model.module_.item_id.weight.detach().clone()  # (n_items, dim): e_i
@@ -113,7 +113,7 @@ def main() -> None:
                     versus.loc[part, ["difference", "ci_low", "ci_high"]]
         table.append(line)
     table = pd.DataFrame(table).set_index("model")
-    n_cold = int((counts <= COLD_MAX).sum())
+    n_cold = int(cold.sum())
     print(f"{data.name}/{data.view}, {args.model} seed {args.seed}, settings {settings or 'defaults'}; validation "
           f"rows {len(valid):,}, cold items {n_cold:,}; best epoch {model.history_.best_epoch} of "
           f"{len(model.history_.epochs)}")

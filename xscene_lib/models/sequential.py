@@ -240,7 +240,7 @@ class SequentialModel(TwoTowerRecommender):
                    pd.Index(self.scenarios_).get_indexer(rows["scenario"].astype("str")))
         usable = (indices[0] >= 0) & (indices[1] >= 0) & (indices[2] >= 0)
         timed = "timestamp" in rows.columns and not rows["timestamp"].isna().any()
-        stamps = _timestamps(rows.astype({"timestamp": "int64"})) if timed else None
+        stamps = _timestamps(rows) if timed else None
         users, items, scenarios = (part[usable] for part in indices)
         order = _chronological(users, None if stamps is None else stamps[usable])
         self.recent_items_, self.recent_scenarios_ = _recent(users[order], items[order], scenarios[order],
