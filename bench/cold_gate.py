@@ -19,6 +19,7 @@ a gate that won here could be chosen on validation without touching the test spl
 
     python bench/cold_gate.py --dataset food-kitchen --scenarios domain
     python bench/cold_gate.py --dataset ml-100k --scenarios age --settings '{"id_dropout": 0.5}'
+    python bench/cold_gate.py --dataset ml-100k --scenarios age --settings '{"text_components": 384}' --tag text-384
 
 Output: the table on screen and in bench/results/cold_gate/<dataset>-<view>[-<tag>].csv; the last line holds
 the figures (NDCG@10 on cold validation items: as fitted, the best gate, text only, text zero-shot).
