@@ -126,7 +126,11 @@ class SequenceNet(torch.nn.Module):
     def items(self, id_keep: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
         """The item table v_i of the items `index` (every item when None); id_keep (same rows, 1) zeroes some
         items' id parts. shape: (len(index) or n_items, dim)."""
-        ids, text = self.parts(index)
+        return self.whole(*self.parts(index), id_keep)
+
+    @staticmethod
+    def whole(ids: torch.Tensor | None, text: torch.Tensor | None, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """v_i from the parts that `parts` gave; id_keep (same rows, 1) zeroes some id parts. shape: (rows, dim)."""
         if ids is not None and id_keep is not None:
             ids = ids * id_keep
         return torch.stack([part for part in (ids, text) if part is not None]).sum(dim=0)

@@ -65,7 +65,7 @@ history with other rows (new interactions at serving time, or the training rows 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -212,25 +212,31 @@ class SequentialModel(TwoTowerRecommender):
                 wanted.append(target[present])
             hidden, wanted = torch.cat(hidden), torch.cat(wanted)  # (N, dim), (N,)
 
-            def table(index: torch.Tensor) -> torch.Tensor:  # (len(index), dim): v_i of these items, this batch
-                return net.items(None if id_keep is None else id_keep[index], index)
+            def table(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                """v_i and u_i (None without text) of these items, this batch, from one pass through the adaptor.
+                shape: (len(index), dim) each."""
+                ids, text = net.parts(index)
+                return net.whole(ids, text, None if id_keep is None else id_keep[index]), text
 
-            def text_table(index: torch.Tensor) -> torch.Tensor:  # (len(index), dim): u_i alone
-                return net.parts(index)[1]
+            if self.loss_ == "sampled":
+                sampled = batch[1]  # (K,)
+                positives, negatives = table(wanted), table(sampled)
 
-            def cross_entropy(rows_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:  # over a table
-                if self.loss_ == "sampled":
-                    sampled = batch[1]  # (K,)
-                    positive = (hidden * rows_of(wanted)).sum(dim=1, keepdim=True) - log_q[wanted, None]  # (N, 1)
-                    negative = hidden @ rows_of(sampled).T - log_q[sampled][None]  # (N, K)
+                def cross_entropy(part: int) -> torch.Tensor:  # part 0: over v_i, 1: over u_i alone
+                    positive = (hidden * positives[part]).sum(dim=1, keepdim=True) - log_q[wanted, None]  # (N, 1)
+                    negative = hidden @ negatives[part].T - log_q[sampled][None]  # (N, K)
                     negative = negative.masked_fill(sampled[None] == wanted[:, None], -torch.inf)  # accidental hits
                     logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K), the positive first
                     return F.cross_entropy(logits, torch.zeros_like(wanted))
-                return FullSoftmaxLoss.apply(hidden, rows_of(known_index), softmax_column[wanted])  # n_known items
+            else:
+                known_rows = table(known_index)  # over the n_known items
+
+                def cross_entropy(part: int) -> torch.Tensor:  # part 0: over v_i, 1: over u_i alone
+                    return FullSoftmaxLoss.apply(hidden, known_rows[part], softmax_column[wanted])
 
             if text_weight == 0:
-                return cross_entropy(table)
-            return cross_entropy(table) + text_weight * cross_entropy(text_table)
+                return cross_entropy(0)
+            return cross_entropy(0) + text_weight * cross_entropy(1)
 
         validate = validation_ndcg(self, train, self._validation, seed=self.seed)
         steps = -(-len(first) // self.batch_size)  # optimiser steps an epoch
