@@ -45,6 +45,7 @@ from xscene_lib.experiments.configs import config_path, read_config_file
 from xscene_lib.experiments.registry import model_specs
 from xscene_lib.experiments.runner import _item_vectors
 from xscene_lib.experiments.slices import cold_flags, domain_candidates
+from xscene_lib.text.encoder import DEFAULT_MODEL
 
 HERE = Path(__file__).resolve().parent
 HARD = (2, 5, 20)  # t of the hard gates
@@ -81,7 +82,7 @@ def main() -> None:
     spec, zero_shot = model_specs([args.model, "text-zero-shot"], "top-k")
     if not spec.needs_text:
         sys.exit(f"{args.model} uses no text; give a text-aware sequential model such as seq-joint")
-    vectors = _item_vectors(data, "all-MiniLM-L6-v2", None)  # (n_items, d), from the text cache when there
+    vectors = _item_vectors(data, DEFAULT_MODEL, None)  # (n_items, d), from the text cache when there
     fits = {"text zero-shot": zero_shot.build(args.seed, False, None), BASE: spec.build(args.seed, False, settings)}
     for model in fits.values():
         model.fit(split.train, vectors, items=data.items["item_id"], valid=split.valid)
