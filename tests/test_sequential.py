@@ -149,6 +149,8 @@ def test_text_components_sets_how_many_whitened_parts_the_adaptor_reads(rule: Ru
         assert model.module_.text.text.shape == (N_ITEMS + len(COLD), kept)
     narrow = SequentialModel(**(settings | {"dim": 4})).fit(rule.train, rule.vectors)
     assert narrow.module_.text.text.shape[1] == 4  # the default follows dim
+    every = SequentialModel(text_components="all", **(settings | {"dim": 4})).fit(rule.train, rule.vectors)
+    assert every.module_.text.text.shape[1] == 8  # "all": the text's width, whatever dim is
 
 
 def test_the_score_is_user_vector_dot_item_vector(rule: Rule, fitted: SequentialModel) -> None:
@@ -269,6 +271,7 @@ def test_whitening_gives_uncorrelated_unit_variance_components() -> None:
     ({"use_id": False}, "switch on at least one"), ({"seed": -1}, "seed"), ({"learning_rate": 0}, "learning_rate"),
     ({"num_epochs": 0}, "num_epochs"), ({"batch_size": True}, "batch_size"), ({"patience": 0}, "patience"),
     ({"text_loss_weight": -1.0}, "text_loss_weight"), ({"text_components": 0}, "text_components"),
+    ({"text_components": "every"}, "text_components"),
 ])
 def test_bad_settings_are_refused_and_leave_the_model_unfitted(settings: dict, message: str, rule: Rule) -> None:
     model = SequentialModel(**{"show_progress": False} | settings)

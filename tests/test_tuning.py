@@ -192,7 +192,7 @@ def test_every_tunable_model_has_a_search_space_of_its_constructor_arguments() -
     for name in tuning.tunable_models():
         settings = tuning.SEARCH_SPACES[name](optuna.trial.FixedTrial(
             {"dim": 32, "learning_rate": 1e-3, "reg": 1e-5, "weight_decay": 1e-6, "temperature": 0.1,
-             "dropout": 0.1, "id_dropout": 0.2}))
+             "dropout": 0.1, "id_dropout": 0.2, "text_components": "all", "text_loss_weight": 0.5}))
         registry.model_spec(name).build(0, True, settings)  # every name is a constructor argument
         assert all(isinstance(value, (int, float, str, bool)) and not (isinstance(value, float) and math.isnan(value))
                    for value in settings.values())

@@ -76,8 +76,12 @@ def _sequential_space(trial: optuna.Trial) -> dict[str, Any]:
 
 
 def _sequential_text_space(trial: optuna.Trial) -> dict[str, Any]:
-    """The sequential model with text and ids: also how often an item's id is dropped in training."""
-    return {**_sequential_space(trial), "id_dropout": trial.suggest_float("id_dropout", 0.0, 0.5)}
+    """The sequential model with text and ids: also how often an item's id is dropped in training, how many
+    whitened text components the adaptor reads (dim or all) and the weight of the text-only loss term."""
+    settings = {**_sequential_space(trial), "id_dropout": trial.suggest_float("id_dropout", 0.0, 0.5)}
+    if trial.suggest_categorical("text_components", ["dim", "all"]) == "all":  # "dim" is the default: left out
+        settings["text_components"] = "all"
+    return {**settings, "text_loss_weight": trial.suggest_float("text_loss_weight", 0.0, 1.0)}
 
 
 # model name -> trial -> settings (constructor arguments); a trained top-k model without an entry cannot be tuned

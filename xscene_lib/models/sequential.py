@@ -12,9 +12,10 @@
 The article's item tower is f(x) = Embed(x) W + b with score cos(f(x_u), f(x_i)). The adaptor generalises it:
 one expert (E = 1, g = 1) and no whitening give u_i = x_i A + b = f(x_i); whitening re-expresses x_i in
 decorrelated unit-variance coordinates before that map, keeping its k = text_components leading principal
-components (None: k = dim, at most the text's width); several experts let different regions of the text space
-use different maps. The user side is no longer a mean of f over the history but an order-aware encoder of the
-v's, and the cosine becomes the plain dot product (cosine is the case of unit-length h_s and v_i).
+components (None: k = dim; "all": every one; never more than the text's width); several experts let different
+regions of the text space use different maps. The user side is no longer a mean of f over the history but an
+order-aware encoder of the v's, and the cosine becomes the plain dot product (cosine is the case of unit-length
+h_s and v_i).
 
 Parts: use_id (e_i), use_text (u_i; needs item_vectors), adaptation="film" (c_s and gamma_s, beta_s; None gives
 plain SASRec, the same scores in every scenario). Items never seen in training have no id part (m_i = 0): with
@@ -34,7 +35,7 @@ bench/cold_gate.py measures these on validation: a gate on a fitted model's id p
 items) moves cold items' NDCG@10 by amounts whose intervals include zero; the text part alone scores 72% of the
 whole model on ml-100k and 4% on food-kitchen with k = dim = 64, 95% and 51% with all 384 components of
 MiniLM's vectors, 99% and 74% with text_loss_weight 1 on top (the loss term alone changes little). These are
-single fits, which choose nothing; the tuned settings were searched with the defaults (k = dim, no loss term).
+single fits, which choose nothing; `xscene tune` searches both (experiments/tuning.py, seq-joint's space).
 
 Training: for every training interaction but each user's first, predict the item from the interactions before
 it, at every position at once (causal attention), with cross-entropy over the items seen in training (items
@@ -97,7 +98,7 @@ class SequentialModel(TwoTowerRecommender):
 
     def __init__(self, dim: int = 64, num_layers: int = 2, num_heads: int = 2, max_length: int = 50,
                  dropout: float = 0.2, use_text: bool = False, use_id: bool = True, adaptation: str | None = "film",
-                 id_dropout: float = 0.2, text_loss_weight: float = 0.0, text_components: int | None = None,
+                 id_dropout: float = 0.2, text_loss_weight: float = 0.0, text_components: int | str | None = None,
                  loss: str = "auto", num_epochs: int = 400, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, batch_size: int = 128, patience: int | None = None, seed: int = 0,
                  checkpoint_dir: str | Path | None = None, show_progress: bool = True) -> None:
@@ -138,9 +139,10 @@ class SequentialModel(TwoTowerRecommender):
         owner = type(self).__name__
         for name in ("dim", "num_layers", "num_heads", "max_length", "num_epochs", "batch_size"):
             check_positive_int(owner, name, getattr(self, name))
-        for name in ("patience", "text_components"):
-            if getattr(self, name) is not None:
-                check_positive_int(owner, name, getattr(self, name))
+        if self.patience is not None:
+            check_positive_int(owner, "patience", self.patience)
+        if self.text_components not in (None, "all"):
+            check_positive_int(owner, "text_components", self.text_components, hint='or "all" or None (dim)')
         if self.dim % self.num_heads:
             raise DataError(f"{owner}(dim={self.dim}, num_heads={self.num_heads}): dim must be a multiple of "
                             f"num_heads; change one of them")
@@ -174,7 +176,10 @@ class SequentialModel(TwoTowerRecommender):
         known_index = torch.as_tensor(np.flatnonzero(known))  # (n_known,): the items the softmax ranks
         softmax_column = torch.as_tensor(np.cumsum(known) - 1)  # (n_items,): an item's column among them
         seeded_generator(self.seed)  # the initial weights
-        text = None if item_vectors is None else whitened(item_vectors, self.text_components or self.dim)
+        text = None
+        if item_vectors is not None:  # k leading whitened components, never more than the text's width
+            k = item_vectors.shape[1] if self.text_components == "all" else self.text_components or self.dim
+            text = whitened(item_vectors, k)
         net = SequenceNet(len(self.item_ids_), len(self.scenarios_), self.dim, self.num_layers, self.num_heads,
                           length, float(self.dropout), self.adaptation, self.use_id, text, known)
         self.module_ = net
