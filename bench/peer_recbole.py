@@ -54,8 +54,8 @@ SEQUENCE_SETTINGS = {"alias_of_item_id": ["item_id_list"], "MAX_ITEM_LIST_LENGTH
                      "train_neg_sample_args": None}  # full-softmax cross-entropy, RecBole's default loss for SASRec
 
 
-def recbole_config(model: str, data_path: Path, checkpoints: Path, epochs: int, seed: int) -> dict:
-    """The RecBole settings of one run: our split as given, full ranking, metrics at 10 and 20, CPU."""
+def recbole_config(model: str, data_path: Path, checkpoints: Path, epochs: int, seed: int, gpu: bool = False) -> dict:
+    """The RecBole settings of one run: our split as given, full ranking, metrics at 10 and 20, CPU (or GPU 0)."""
     columns = ["user_id", "item_id_list", "item_id"] if model in SEQUENTIAL else ["user_id", "item_id", "timestamp"]
     return {
         "data_path": str(data_path), "checkpoint_dir": str(checkpoints),
@@ -66,7 +66,7 @@ def recbole_config(model: str, data_path: Path, checkpoints: Path, epochs: int, 
         "metrics": ["Recall", "NDCG", "Hit", "MRR"], "topk": list(KS),
         "valid_metric": "NDCG@10", "metric_decimal_place": 8,
         "epochs": epochs, "stopping_step": STOPPING_STEP.get(model, 10),
-        "seed": seed, "reproducibility": True, "use_gpu": False, "show_progress": False, "worker": 0,
+        "seed": seed, "reproducibility": True, "use_gpu": gpu, "show_progress": False, "worker": 0,
     }
 
 
@@ -190,6 +190,7 @@ def main() -> None:
                         help="CPU threads per model; these models are small, and two threads ran far slower "
                              "than one on a busy 2-core machine")
     parser.add_argument("--peer-python", type=Path, default=PEER_PYTHON, help="the Python of RecBole's venv")
+    parser.add_argument("--gpu", action="store_true", help="train on GPU 0 (RecBole's use_gpu; PyTorch with CUDA)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the table and its manifest")
     parser.add_argument("--defaults", action="store_true",
                         help="RecBole's default settings even where configs/peers/ has tuned ones (bench/peer_tune.py)")
@@ -218,7 +219,7 @@ def main() -> None:
         work = Path(scratch)
         export_for(ds, split, work / "data", name, options.models)
         for model in options.models:
-            config = {**recbole_config(model, work / "data", work / "saved", options.epochs, options.seed),
+            config = {**recbole_config(model, work / "data", work / "saved", options.epochs, options.seed, options.gpu),
                       **tuned.get(model, {}).get("settings", {})}
             print(f"{model}: training and testing in RecBole's environment"
                   + (f" with its tuned settings ({tuned[model]['n_trials']} trials)" if model in tuned else "")

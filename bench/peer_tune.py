@@ -69,11 +69,11 @@ def _sasrec_space(trial: optuna.Trial) -> dict[str, Any]:
     """RecBole's SASRec: our sequential model's space (width, step size, weight decay, one dropout for both kinds);
     the feed-forward width stays 4 x the hidden width, as in RecBole's defaults (64 -> 256)."""
     width = trial.suggest_categorical("hidden_size", DIMS)
+    learning_rate = trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)  # drawn in our space's order, so
+    weight_decay = trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True)  # a seeded trial draws our values
     dropout = trial.suggest_float("dropout", 0.0, 0.5)
-    return {"hidden_size": width, "inner_size": 4 * width,
-            "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
-            "hidden_dropout_prob": dropout, "attn_dropout_prob": dropout}
+    return {"hidden_size": width, "inner_size": 4 * width, "learning_rate": learning_rate,
+            "weight_decay": weight_decay, "hidden_dropout_prob": dropout, "attn_dropout_prob": dropout}
 
 
 # RecBole model -> trial -> its settings (RecBole config keys)
@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler (RecBole's own seed stays 2020)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of each trial")
     parser.add_argument("--peer-python", type=Path, default=PEER_PYTHON, help="the Python of RecBole's venv")
+    parser.add_argument("--gpu", action="store_true", help="train on GPU 0 (RecBole's use_gpu; PyTorch with CUDA)")
     parser.add_argument("--storage", type=Path, default=STORAGE, help="folder of the SQLite studies")
     parser.add_argument("--configs", type=Path, default=PEER_CONFIGS, help="folder of the peers' tuned configs")
     options = parser.parse_args()
@@ -149,7 +150,8 @@ def main() -> None:
             files = f"{name}-seq" if model in SEQUENTIAL else name
 
             def run_trial(settings: dict[str, Any], model: str = model, files: str = files) -> dict:
-                config = {**recbole_config(model, work / "data", work / "saved", options.epochs, 2020), **settings}
+                config = {**recbole_config(model, work / "data", work / "saved", options.epochs, 2020, options.gpu),
+                          **settings}
                 result, _, _ = run_worker(options.peer_python, model, files, config, work, options.threads,
                                           valid_only=True)
                 return result

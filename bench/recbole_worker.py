@@ -33,6 +33,14 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_seed
 
 
+def numpy_aliases() -> None:
+    """Give NumPy 2 the aliases RecBole 1.2.1 reads at start-up (np.float_, np.complex_, np.unicode_), so the
+    worker also runs where NumPy 2 is installed (e.g. a GPU machine's Python); with NumPy 1 nothing changes."""
+    for alias, kind in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+        if alias not in np.__dict__:
+            setattr(np, alias, kind)
+
+
 def outside_masks(dataset: object, domains: Path | None, test_scenarios: Path | None) -> tuple[dict, dict]:
     """Each scenario's (item_num,) mask of the items outside it, and the scenario of each (user, item) test pair
     in RecBole's indices; both empty without --domains."""
@@ -71,7 +79,8 @@ def test_ranks(model: torch.nn.Module, test_data: object, dataset: object, max_k
     parts = []
     with torch.no_grad():
         for interaction, history, positive_u, positive_i in test_data:
-            scores = model.full_sort_predict(interaction).view(-1, dataset.item_num)  # (batch_users, item_num)
+            device = next(model.parameters()).device  # the model's (a GPU with use_gpu); ranking runs on the CPU
+            scores = model.full_sort_predict(interaction.to(device)).view(-1, dataset.item_num).cpu()  # (users, items)
             scores[:, 0] = -np.inf  # the padding item
             if history is not None:
                 scores[history] = -np.inf  # the user's train and valid items
@@ -118,6 +127,7 @@ def main() -> None:
                         help="train and report the validation metrics only; the test rows are not evaluated")
     options = parser.parse_args()
 
+    numpy_aliases()
     config = Config(model=options.model, dataset=options.dataset, config_file_list=[str(options.config)])
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)

@@ -77,6 +77,7 @@ def test_sequential_models_read_the_sequences_and_general_ones_the_interactions(
     assert sasrec["alias_of_item_id"] == ["item_id_list"] and sasrec["train_neg_sample_args"] is None
     assert sasrec["MAX_ITEM_LIST_LENGTH"] == export.MAX_ITEM_LIST_LENGTH
     assert bpr["load_col"]["inter"] == ["user_id", "item_id", "timestamp"] and "alias_of_item_id" not in bpr
+    assert not sasrec["use_gpu"] and peers.recbole_config("SASRec", tmp_path, tmp_path, 5, 1, gpu=True)["use_gpu"]
 
 
 def _record(stem: Path, split_sizes: dict, models: list[str]) -> None:
