@@ -78,9 +78,9 @@ def test_ranks(model: torch.nn.Module, test_data: object, dataset: object, max_k
     model.eval()
     parts = []
     with torch.no_grad():
-        for interaction, history, positive_u, positive_i in test_data:
-            device = next(model.parameters()).device  # the model's (a GPU with use_gpu); ranking runs on the CPU
-            scores = model.full_sort_predict(interaction.to(device)).view(-1, dataset.item_num).cpu()  # (users, items)
+        for interaction, history, positive_u, positive_i in test_data:  # scored on the model's device (a GPU with
+            scores = model.full_sort_predict(interaction.to(model.device))  # use_gpu), ranked on the CPU
+            scores = scores.view(-1, dataset.item_num).cpu()  # (batch_users, item_num)
             scores[:, 0] = -np.inf  # the padding item
             if history is not None:
                 scores[history] = -np.inf  # the user's train and valid items
