@@ -6,10 +6,10 @@ Each trial draws a RecBole model's settings from its search space (SEARCH_SPACES
 weight decays as our models' spaces in xscene_lib.experiments.tuning, plus the model's own knobs), trains it in
 RecBole's environment on the exported train rows (bench/recbole_export.py) with RecBole's early stopping on
 the validation rows, and is scored by its best validation NDCG@10 as RecBole measures it. The worker runs with
---valid-only, so no test metric is ever computed during a search. Optuna's TPE sampler is seeded by (seed, trial
-number), by the search loop of `xscene tune` (`tuning.seeded_search`); the study lives in SQLite, so an
-interrupted search resumes. There is no pruning: a
-trial runs in another process, so each runs to its own early stop.
+--valid-only, so no test metric is ever computed during a search. Optuna's TPE sampler is seeded by (seed, draw),
+by the search loop of `xscene tune` (`tuning.seeded_search`); the study lives in SQLite, so an interrupted
+search resumes to the trials an uninterrupted one runs (a trial cut short leaves its draw to the next). There
+is no pruning: a trial runs in another process, so each runs to its own early stop.
 
 The best settings of each model go to configs/peers/<dataset>-<view>.toml (the format of our configs, with the
 trial budget and the validation score); `bench/peer_recbole.py` reads that file and runs each model listed there

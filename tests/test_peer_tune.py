@@ -88,7 +88,7 @@ def test_an_interrupted_search_resumes_to_the_same_trials(tmp_path: Path) -> Non
                              show_progress=False)
     assert len(first) == 3 and len(rest) == 2  # the interrupted trial does not count; 3 + 2 = 5
     assert sum(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials) == 5
-    assert first == whole[:3]  # seeded by (seed, trial number): the same draws as an uninterrupted search
+    assert first + rest == whole  # seeded by (seed, draw): the interrupted trial's draw is redone
 
 
 def test_a_diverged_trial_is_pruned_and_other_failures_stop(tmp_path: Path) -> None:

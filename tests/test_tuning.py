@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import optuna
@@ -31,7 +32,7 @@ def _tune(data: Dataset, folder: Path, n_trials: int, seed: int = 0, model: str 
 
 def _settings(result: tuning.TuningResult) -> list[dict]:
     """Each trial's settings, in trial order."""
-    return result.trials.drop(columns=["number", "state", "value"]).to_dict("records")
+    return result.trials.drop(columns=["number", "draw", "state", "value"]).to_dict("records")
 
 
 def test_the_same_seed_gives_the_same_trials_and_another_seed_others(tiny: Dataset, tmp_path: Path) -> None:
@@ -97,6 +98,49 @@ def test_an_interrupted_search_resumes_and_counts_the_trials_done(tiny: Dataset,
     assert _tune(tiny, tmp_path / "resumed", 4).new_trials == 0  # the budget is spent already
     with pytest.raises(DataError, match="run with seed=0"):
         _tune(tiny, tmp_path / "resumed", 6, seed=3)
+
+
+def _finished(result: tuning.TuningResult) -> pd.DataFrame:
+    """The finished trials' draws, scores and settings, numbered from 0 (trial numbers skip the failed ones)."""
+    return result.trials.query("state == 'COMPLETE'").drop(columns="number").reset_index(drop=True)
+
+
+@pytest.mark.filterwarnings("ignore:.*heartbeat:optuna.exceptions.ExperimentalWarning",
+                            "ignore:Heartbeat of storage:UserWarning")  # the killed trial is made by hand
+def test_a_killed_trial_gives_its_draw_to_the_next_so_the_search_is_the_uninterrupted_one(
+        tiny: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "GRACE_S", 1)
+    first = _tune(tiny, tmp_path / "killed", 1)
+    storage = optuna.storages.RDBStorage(first.storage, heartbeat_interval=1, grace_period=1)
+    study = optuna.load_study(study_name=first.study_name, storage=storage)
+    killed = study.ask()  # draw 1 began, then its process died: RUNNING, its heartbeat stopped
+    killed.set_user_attr("draw", 1)
+    storage.record_heartbeat(killed._trial_id)
+    assert tuning.next_draw(study) == 2  # while it may still be alive, its draw is held
+    time.sleep(2.5)
+    resumed = _tune(tiny, tmp_path / "killed", 4)
+    states = resumed.trials.set_index("number")["state"].to_dict()
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "COMPLETE", 4: "COMPLETE"}
+    assert (resumed.n_trials, resumed.new_trials, list(resumed.trials["draw"])) == (4, 3, [0, 1, 1, 2, 3])
+    whole = _tune(tiny, tmp_path / "whole", 4)
+    pd.testing.assert_frame_equal(_finished(resumed), _finished(whole), check_dtype=False)  # dim: NaN when failed
+
+
+def test_a_failed_trial_gives_its_draw_to_the_next(tiny: Dataset, tmp_path: Path) -> None:
+    failures = [MemoryError("the second trial fails")]
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 1 and failures:
+            raise failures.pop()
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(MemoryError):
+        tuning.seeded_search(objective, 3, study_name="x", storage=storage, seed=0, show_progress=False)
+    study, new = tuning.seeded_search(objective, 3, study_name="x", storage=storage, seed=0, show_progress=False)
+    whole, _ = tuning.seeded_search(objective, 3, study_name="y", storage=storage, seed=0, show_progress=False)
+    assert new == 2 and [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.params for t in study.trials if t.state.name == "COMPLETE"] == [t.params for t in whole.trials]
 
 
 def _with_other_test_items(data: Dataset) -> Dataset:

@@ -100,7 +100,7 @@ def _tune(args: argparse.Namespace) -> None:
     result = tune(dataset, args.scenarios, args.model, args.trials, seed=args.seed, storage_dir=args.storage,
                   config_dir=args.configs, smoke=args.smoke, encoder=args.encoder, data_dir=args.data_dir,
                   sources=_sources(args))
-    print(f"{result.model}: best validation ndcg@10 {result.best_value:.4f} after {len(result.trials)} trial(s) "
+    print(f"{result.model}: best validation ndcg@10 {result.best_value:.4f} after {result.n_trials} trial(s) "
           f"({result.new_trials} new)")
     for name, value in result.settings.items():
         print(f"  {name} = {value}")

@@ -3,15 +3,17 @@
     result = tune("ml-100k", "age", "joint", n_trials=30)  # writes the [joint] table of configs/ml-100k-age.toml
     result.settings, result.best_value, result.config_path
 
-Each trial draws settings from the model's search space (SEARCH_SPACES, the one place they are declared),
-fits the model on split.train with early stopping on split.valid, and is scored by the validation NDCG@10 of the
-weights kept (the early-stopping measure); the test rows are dropped before anything else happens, so they are
-never read. Optuna's TPE sampler proposes the
-settings, seeded by (seed, trial number): the same seed gives the same trials. A median pruner stops a trial
-whose validation NDCG@10 after some epoch is below the median of the earlier trials after that epoch; a trial
-whose loss diverges is pruned too. The study lives in SQLite (`<storage_dir>/<study>.db`), so an interrupted
-search resumes where it stopped: its finished and pruned trials count toward n_trials. The best trial's
-settings go to the dataset's config (experiments.configs), which `run_experiment` reads; nothing searches again.
+Each trial draws settings from the model's search space (SEARCH_SPACES, the one place they are declared), fits the
+model on split.train with early stopping on split.valid, and is scored by the validation NDCG@10 of the weights kept
+(the early-stopping measure); the test rows are dropped before anything else happens, so they are never read.
+Optuna's TPE sampler proposes the settings, seeded by (seed, draw), where a trial's draw is the lowest number no
+other finished, pruned or running trial holds: the same seed gives the same trials, and a trial cut short (an error,
+or its process killed, which a missing heartbeat reveals after GRACE_S seconds) leaves its draw to the next one. A
+median pruner stops a trial whose validation NDCG@10 after some epoch is below the median of the earlier trials
+after that epoch; a trial whose loss diverges is pruned too. The study lives in SQLite (`<storage_dir>/<study>.db`),
+so an interrupted search resumes where it stopped, to the trials an uninterrupted one runs: its finished and pruned
+trials count toward n_trials. The best trial's settings go to the dataset's config (experiments.configs), which
+`run_experiment` reads; nothing searches again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import datetime
 import itertools
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,7 @@ from xscene_lib.training.loop import TrainHistory, epoch_listener
 METRIC = "ndcg@10"  # the objective, on the validation rows
 DEFAULT_STORAGE = Path("results") / "tuning"
 DIMS = (32, 64, 128)  # embedding widths tried
+HEARTBEAT_S, GRACE_S = 30, 120  # a running trial beats this often; one silent for GRACE_S is failed
 
 
 def _bpr_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -99,7 +103,8 @@ class TuningResult:
     model: str
     settings: dict[str, Any]  # the best trial's constructor arguments
     best_value: float  # its validation NDCG@10
-    trials: pd.DataFrame  # one row per trial of the study: number, state, value, then one column per setting
+    trials: pd.DataFrame  # one row per trial of the study: number, draw, state, value, then one per setting
+    n_trials: int  # trials spent in all, finished or pruned (a failed one is drawn again, so it does not count)
     new_trials: int  # trials run by this call (the rest were done by earlier, interrupted calls)
     study_name: str
     storage: str  # the study's SQLite URL
@@ -153,7 +158,7 @@ def tune(dataset: str | Dataset, scenarios: str | None, model: str, n_trials: in
                          "settings": dict(best.user_attrs["settings"])}
     write_config(path, config)
     return TuningResult(spec.name, dict(best.user_attrs["settings"]), float(best.value), _trials_table(study),
-                        new_trials, name, storage, path)
+                        spent_trials(study), new_trials, name, storage, path)
 
 
 def seeded_search(objective: Callable[[optuna.Trial], float], n_trials: int, *, study_name: str, storage: str,
@@ -161,19 +166,39 @@ def seeded_search(objective: Callable[[optuna.Trial], float], n_trials: int, *, 
                   show_progress: bool = True) -> tuple[optuna.Study, int]:
     """Run the trials still missing from a seeded, resumable search that maximises `objective`; the study and
     the number of trials run by this call (bench/peer_tune.py drives RecBole's searches with it too)."""
-    with _quiet_optuna():
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+    with _quiet_optuna(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's
+        beating = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        study = optuna.create_study(storage=beating, study_name=study_name, direction="maximize",
                                     load_if_exists=True, pruner=pruner)
         _check_same_seed(study, seed, storage)
         done = spent_trials(study)
         bar = tqdm(total=n_trials, initial=min(done, n_trials), desc=label, unit="trial", disable=not show_progress)
         for _ in range(n_trials - done):
-            study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(seed, len(study.trials)))
-            study.optimize(objective, n_trials=1)
+            optuna.storages.fail_stale_trials(study)  # trials whose process was killed free their draws
+            draw = next_draw(study)
+            study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(seed, draw))
+            study.optimize(_holding(objective, draw), n_trials=1)
             bar.update(1)
             bar.set_postfix(best=round(_best_value(study), 4))
         bar.close()
     return study, max(n_trials - done, 0)
+
+
+def next_draw(study: optuna.Study) -> int:
+    """The lowest draw that no finished, pruned or running trial of the study holds (an older trial without one
+    holds its number, which seeded it)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    held = {trial.user_attrs.get("draw", trial.number) for trial in study.get_trials(deepcopy=False, states=states)}
+    return next(draw for draw in itertools.count() if draw not in held)
+
+
+def _holding(objective: Callable[[optuna.Trial], float], draw: int) -> Callable[[optuna.Trial], float]:
+    """The objective, run by a trial that first records the draw its sampler was seeded with."""
+    def held(trial: optuna.Trial) -> float:
+        trial.set_user_attr("draw", draw)
+        return objective(trial)
+    return held
 
 
 def _tunable_spec(model: str) -> ModelSpec:
@@ -252,9 +277,9 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
-def _trial_seed(seed: int, number: int) -> int:
-    """The sampler's seed for trial `number` of a search seeded `seed`: the same in a resumed search."""
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+def _trial_seed(seed: int, draw: int) -> int:
+    """The sampler's seed for draw `draw` of a search seeded `seed`: the same in a resumed search."""
+    return int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
 
 
 def _check_same_seed(study: optuna.Study, seed: int, storage: str) -> None:
@@ -289,6 +314,7 @@ def best_trial(study: optuna.Study, storage: str) -> optuna.trial.FrozenTrial:
 
 
 def _trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, value and its settings."""
-    return pd.DataFrame([{"number": trial.number, "state": trial.state.name, "value": trial.value,
-                          **trial.user_attrs.get("settings", {})} for trial in study.get_trials(deepcopy=False)])
+    """One row per trial: number, draw (what seeded it), state, value and its settings."""
+    return pd.DataFrame([{"number": trial.number, "draw": trial.user_attrs.get("draw", trial.number),
+                          "state": trial.state.name, "value": trial.value, **trial.user_attrs.get("settings", {})}
+                         for trial in study.get_trials(deepcopy=False)])
