@@ -13,7 +13,7 @@ is then reported but not applicable. RecBole's sequential models (SASRec, ...) g
 (`recbole_export.export_sequences`); their test rows are ranked without the user's train and valid items, as ours are.
 
     python bench/peer_recbole.py [--dataset ml-100k] [--scenarios age] [--models BPR ItemKNN LightGCN]
-                                 [--epochs 300] [--seed 2020] [--threads 1] [--replace]
+                                 [--epochs N] [--seed 2020] [--threads 1] [--replace]
                                  [--peer-python .venv-peers/bin/python]
 """
 
@@ -43,6 +43,7 @@ PEER_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 RESULTS = ROOT / "results" / "peers"
 PEER_CONFIGS = ROOT / "configs" / "peers"  # settings chosen by bench/peer_tune.py, one file per dataset and view
 SOURCES = ("local", "mirror", "fallback")
+DEFAULT_EPOCHS = 300  # RecBole's cap on training epochs
 KS = (10, 20)
 TABLE_COLUMNS = ("ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20")
 CHECKED = {"ndcg@10": "ndcg@10", "recall@10": "recall@10", "hit@10": "recall@10", "mrr@10": "mrr@10",
@@ -52,6 +53,13 @@ STOPPING_STEP = {"LightGCN": 50}  # RecBole's default of 10 stops LightGCN far t
 WORKER_TIMEOUT_S = 3 * 3600
 SEQUENCE_SETTINGS = {"alias_of_item_id": ["item_id_list"], "MAX_ITEM_LIST_LENGTH": MAX_ITEM_LIST_LENGTH,
                      "train_neg_sample_args": None}  # full-softmax cross-entropy, RecBole's default loss for SASRec
+
+
+def training_epochs(asked: int | None, tuned: dict | None) -> int:
+    """The epoch cap of a run: the one asked for, else the cap its search's trials had, else RecBole's default."""
+    if asked is not None:
+        return asked
+    return int((tuned or {}).get("max_epochs", DEFAULT_EPOCHS))
 
 
 def recbole_config(model: str, data_path: Path, checkpoints: Path, epochs: int, seed: int, gpu: bool = False) -> dict:
@@ -184,7 +192,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["BPR", "ItemKNN", "LightGCN"],
                         help="RecBole models that have full_sort_predict: general ones, or the sequential ones "
                              "named in SEQUENTIAL (e.g. SASRec)")
-    parser.add_argument("--epochs", type=int, default=300, help="most training epochs (RecBole's default: 300)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="most training epochs (default: the cap of the model's search in configs/peers/, "
+                             f"else RecBole's default, {DEFAULT_EPOCHS})")
     parser.add_argument("--seed", type=int, default=2020, help="RecBole's seed (its default: 2020)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads per model; these models are small, and two threads ran far slower "
@@ -200,7 +210,7 @@ def main() -> None:
     options = parser.parse_args()
     if not options.peer_python.is_file():
         raise SystemExit(f"RecBole's environment is missing ({options.peer_python}): run make peers")
-    if options.epochs <= 0 or options.threads <= 0:
+    if (options.epochs is not None and options.epochs <= 0) or options.threads <= 0:
         raise SystemExit(f"--epochs and --threads must be positive integers, got {options.epochs} and "
                          f"{options.threads}")
 
@@ -219,7 +229,8 @@ def main() -> None:
         work = Path(scratch)
         export_for(ds, split, work / "data", name, options.models)
         for model in options.models:
-            config = {**recbole_config(model, work / "data", work / "saved", options.epochs, options.seed, options.gpu),
+            epochs = training_epochs(options.epochs, tuned.get(model))
+            config = {**recbole_config(model, work / "data", work / "saved", epochs, options.seed, options.gpu),
                       **tuned.get(model, {}).get("settings", {})}
             print(f"{model}: training and testing in RecBole's environment"
                   + (f" with its tuned settings ({tuned[model]['n_trials']} trials)" if model in tuned else "")
@@ -264,7 +275,7 @@ def main() -> None:
         "split": {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
         "items": len(ds.items), "items_never_in_train": int(only_held_out.sum()),
         "ranking": "within the test row's domain" if within_domain else "every item",
-        "recbole": first["recbole"], "torch": first["torch"], "seed": options.seed, "epochs": options.epochs,
+        "recbole": first["recbole"], "torch": first["torch"], "seed": options.seed,
         "threads": options.threads,
         "models": {model: {key: result.get(key) for key in ("config", "tuned", "epochs_run", "best_epoch", "stopped_by",
                                                              "threads", "fit_s", "test_s", "wall_s", "valid", "test")}

@@ -12,8 +12,8 @@ search resumes to the trials an uninterrupted one runs (a trial cut short leaves
 is no pruning: a trial runs in another process, so each runs to its own early stop.
 
 The best settings of each model go to configs/peers/<dataset>-<view>.toml (the format of our configs, with the
-trial budget and the validation score); `bench/peer_recbole.py` reads that file and runs each model listed there
-with its tuned settings on the test rows, once.
+trial budget, the trials' epoch cap and the validation score); `bench/peer_recbole.py` reads that file and runs
+each model listed there with its tuned settings and that cap on the test rows, once.
 
 Validation caveats: RecBole's validation of a sequential model ranks the user's earlier items too, and on item-domain
 scenarios it ranks every item, not only the domain's; the final test ranking (peer_recbole.py) does neither.
@@ -31,7 +31,7 @@ from typing import Any
 
 import optuna
 
-from peer_recbole import PEER_CONFIGS, PEER_PYTHON, ROOT, SOURCES, recbole_config, run_worker
+from peer_recbole import DEFAULT_EPOCHS, PEER_CONFIGS, PEER_PYTHON, ROOT, SOURCES, recbole_config, run_worker
 from recbole_export import SEQUENTIAL, export_for
 from xscene_lib.data import loading as datasets
 from xscene_lib.experiments.configs import config_path, read_config_file, write_config
@@ -108,11 +108,13 @@ def tune_peer(model: str, n_trials: int, *, run_trial: Callable[[dict[str, Any]]
     return study
 
 
-def record_best(path: Path, model: str, study: optuna.Study, seed: int) -> dict[str, Any]:
-    """Write the best trial's settings into the model's table of the peers' config file; that table."""
+def record_best(path: Path, model: str, study: optuna.Study, seed: int, max_epochs: int) -> dict[str, Any]:
+    """Write the best trial's settings and the trials' epoch cap into the model's table of the peers' config file;
+    that table (`bench/peer_recbole.py` trains with the same cap)."""
     best = best_trial(study, study.study_name)
     config = read_config_file(path) if path.is_file() else {}
     config[model] = {"n_trials": spent_trials(study), "best_valid_ndcg_at_10": float(best.value), "seed": seed,
+                     "max_epochs": max_epochs,
                      "best_epoch": best.user_attrs["best_epoch"], "epochs_run": best.user_attrs["epochs_run"],
                      "date": datetime.date.today().isoformat(), "study": study.study_name,
                      "settings": dict(best.user_attrs["settings"])}
@@ -126,7 +128,8 @@ def main() -> None:
     parser.add_argument("--scenarios", default=None, help="the scenario view (default: the dataset's usual one)")
     parser.add_argument("--models", nargs="+", default=["BPR", "ItemKNN", "LightGCN"], choices=sorted(SEARCH_SPACES))
     parser.add_argument("--trials", type=int, required=True, help="trials per model in all, e.g. 10")
-    parser.add_argument("--epochs", type=int, default=300, help="most training epochs a trial (RecBole's default)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                        help="most training epochs a trial (RecBole's default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler (RecBole's own seed stays 2020)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of each trial")
     parser.add_argument("--peer-python", type=Path, default=PEER_PYTHON, help="the Python of RecBole's venv")
@@ -159,7 +162,7 @@ def main() -> None:
             study_name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{ds.name}-{ds.view}-recbole-{model}")
             study = tune_peer(model, options.trials, run_trial=run_trial, study_name=study_name,
                               storage_dir=options.storage, seed=options.seed)
-            table = record_best(path, model, study, options.seed)
+            table = record_best(path, model, study, options.seed, options.epochs)
             print(f"{model}: best validation NDCG@10 {table['best_valid_ndcg_at_10']:.4f} after "
                   f"{table['n_trials']} trials, best epoch {table['best_epoch']} of {table['epochs_run']}: "
                   f"{table['settings']}", flush=True)

@@ -59,11 +59,11 @@ def test_search_keeps_the_best_trial_and_writes_it(tmp_path: Path) -> None:
     study = tuning.tune_peer("BPR", 6, run_trial=fake_trial(calls), study_name="s", storage_dir=tmp_path / "db",
                              show_progress=False)
     assert len(calls) == 6 and len(study.trials) == 6
-    table = tuning.record_best(tmp_path / "cfg" / "d-v.toml", "BPR", study, seed=0)
+    table = tuning.record_best(tmp_path / "cfg" / "d-v.toml", "BPR", study, seed=0, max_epochs=50)
     best = max(study.trials, key=lambda trial: trial.value)
     assert table["best_valid_ndcg_at_10"] == pytest.approx(best.value)
     assert table["settings"] == best.user_attrs["settings"] and table["n_trials"] == 6
-    assert (table["best_epoch"], table["epochs_run"]) == (7, 12)
+    assert (table["best_epoch"], table["epochs_run"], table["max_epochs"]) == (7, 12, 50)
     written = read_config_file(tmp_path / "cfg" / "d-v.toml")["BPR"]
     assert written["settings"] == pytest.approx(best.user_attrs["settings"])
 
@@ -104,7 +104,7 @@ def test_a_diverged_trial_is_pruned_and_other_failures_stop(tmp_path: Path) -> N
     study = tuning.tune_peer("BPR", 3, run_trial=diverging, study_name="s", storage_dir=tmp_path, show_progress=False)
     states = [trial.state for trial in study.trials]
     assert states[0] == optuna.trial.TrialState.PRUNED and len(states) == 3
-    assert tuning.record_best(tmp_path / "c.toml", "BPR", study, seed=0)["n_trials"] == 3
+    assert tuning.record_best(tmp_path / "c.toml", "BPR", study, seed=0, max_epochs=300)["n_trials"] == 3
 
     def broken(settings: dict) -> dict:
         raise SystemExit("RecBole's environment is missing")
@@ -126,6 +126,9 @@ def test_tuned_settings_are_read_per_dataset_and_view(tmp_path: Path) -> None:
     assert peers.tuned_settings("d", "v", tmp_path) == {}
     study = tuning.tune_peer("BPR", 2, run_trial=fake_trial([]), study_name="s", storage_dir=tmp_path / "db",
                              show_progress=False)
-    tuning.record_best(tmp_path / "d-v.toml", "BPR", study, seed=0)
+    tuning.record_best(tmp_path / "d-v.toml", "BPR", study, seed=0, max_epochs=50)
     assert set(peers.tuned_settings("d", "v", tmp_path)) == {"BPR"}
     assert peers.tuned_settings("d", "other", tmp_path) == {}
+    tuned = peers.tuned_settings("d", "v", tmp_path)["BPR"]  # the test run trains with its search's epoch cap
+    assert peers.training_epochs(None, tuned) == 50 and peers.training_epochs(20, tuned) == 20
+    assert peers.training_epochs(None, None) == peers.training_epochs(None, {"n_trials": 4}) == 300
