@@ -186,11 +186,15 @@ def seeded_search(objective: Callable[[optuna.Trial], float], n_trials: int, *, 
 
 
 def next_draw(study: optuna.Study) -> int:
-    """The lowest draw that no finished, pruned or running trial of the study holds (an older trial without one
-    holds its number, which seeded it)."""
+    """The lowest draw that no finished, pruned or running trial of the study holds."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    held = {trial.user_attrs.get("draw", trial.number) for trial in study.get_trials(deepcopy=False, states=states)}
+    held = {_draw(trial) for trial in study.get_trials(deepcopy=False, states=states)}
     return next(draw for draw in itertools.count() if draw not in held)
+
+
+def _draw(trial: optuna.trial.FrozenTrial) -> int:
+    """The draw that seeded a trial; a trial from before draws were recorded was seeded by its number."""
+    return trial.user_attrs.get("draw", trial.number)
 
 
 def _holding(objective: Callable[[optuna.Trial], float], draw: int) -> Callable[[optuna.Trial], float]:
@@ -315,6 +319,6 @@ def best_trial(study: optuna.Study, storage: str) -> optuna.trial.FrozenTrial:
 
 def _trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, draw (what seeded it), state, value and its settings."""
-    return pd.DataFrame([{"number": trial.number, "draw": trial.user_attrs.get("draw", trial.number),
+    return pd.DataFrame([{"number": trial.number, "draw": _draw(trial),
                           "state": trial.state.name, "value": trial.value, **trial.user_attrs.get("settings", {})}
                          for trial in study.get_trials(deepcopy=False)])
