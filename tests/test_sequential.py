@@ -271,7 +271,7 @@ def test_whitening_gives_uncorrelated_unit_variance_components() -> None:
     ({"use_id": False}, "switch on at least one"), ({"seed": -1}, "seed"), ({"learning_rate": 0}, "learning_rate"),
     ({"num_epochs": 0}, "num_epochs"), ({"batch_size": True}, "batch_size"), ({"patience": 0}, "patience"),
     ({"text_loss_weight": -1.0}, "text_loss_weight"), ({"text_components": 0}, "text_components"),
-    ({"text_components": "every"}, "text_components"),
+    ({"text_components": "every"}, "text_components"), ({"ema_decay": 1.0}, "ema_decay"),
 ])
 def test_bad_settings_are_refused_and_leave_the_model_unfitted(settings: dict, message: str, rule: Rule) -> None:
     model = SequentialModel(**{"show_progress": False} | settings)

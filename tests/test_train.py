@@ -158,3 +158,63 @@ def test_lr_decay_lowers_the_step_every_step_epochs() -> None:
         train(holder, lambda rng: [None], lambda batch: holder.weight * 1.0, lr_decay=0.5, show_progress=False)
     with pytest.raises(DataError, match=r"lr_decay\[1\]"):
         train(holder, lambda rng: [None], lambda batch: holder.weight * 1.0, lr_decay=(2, 0), show_progress=False)
+
+
+def _constant_slope(trajectory: list[float]) -> tuple[torch.nn.Module, object, object]:
+    """A weight at 0 with a gradient of 1: each Adam step lowers it by the learning rate; 2 steps an epoch.
+
+    The batches note the (raw) weight at the start of every epoch in `trajectory`."""
+    holder = torch.nn.Module()
+    holder.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def batches(rng: np.random.Generator):
+        trajectory.append(holder.weight.item())
+        yield from (None, None)
+
+    return holder, batches, lambda batch: holder.weight * 1.0
+
+
+def test_ema_decay_validates_and_keeps_the_moving_average_and_trains_on_the_raw_weights() -> None:
+    raw: list[float] = []
+    holder, batches, loss = _constant_slope(raw)
+    history = train(holder, batches, loss, validate=lambda: -holder.weight.item(), num_epochs=3,
+                    learning_rate=0.1, ema_decay=0.2, patience=10, show_progress=False)
+    average, by_epoch = 0.0, []
+    for step in range(6):  # the weight after step t is -0.1 (t + 1); the rate is min(0.2, (1 + t) / (10 + t))
+        rate = min(0.2, (1 + step) / (10 + step))
+        average = rate * average + (1 - rate) * -0.1 * (step + 1)
+        by_epoch += [average] if step % 2 else []
+    assert [-r["valid"] for r in history.epochs] == pytest.approx(by_epoch, abs=1e-6)
+    assert holder.weight.item() == pytest.approx(by_epoch[-1], abs=1e-6)  # the average is kept, not -0.6
+    assert raw == pytest.approx([0.0, -0.2, -0.4], abs=1e-6)  # training went on from the raw weights
+    assert history.steps == 6
+
+
+def test_an_interrupted_run_with_ema_resumes_to_the_same_numbers(tmp_path: Path) -> None:
+    module, batches, loss, validate = _problem()
+    train(module, batches, loss, validate=validate, num_epochs=4, learning_rate=0.01, patience=6, ema_decay=0.9,
+          checkpoint_dir=tmp_path / "whole", show_progress=False)
+    uninterrupted = module.weight.detach().clone()
+    module, batches, loss, validate = _problem()
+
+    def stop_after_two(record: dict[str, float]) -> None:
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+    with epoch_listener(stop_after_two), pytest.raises(KeyboardInterrupt):
+        train(module, batches, loss, validate=validate, num_epochs=4, learning_rate=0.01, patience=6,
+              ema_decay=0.9, checkpoint_dir=tmp_path / "split", show_progress=False)
+    module, batches, loss, validate = _problem()
+    with pytest.raises(DataError, match="another run"):  # the same run without the average is another run
+        train(module, batches, loss, validate=validate, num_epochs=4, learning_rate=0.01, patience=6,
+              checkpoint_dir=tmp_path / "split", show_progress=False)
+    history = train(module, batches, loss, validate=validate, num_epochs=4, learning_rate=0.01, patience=6,
+                    ema_decay=0.9, checkpoint_dir=tmp_path / "split", show_progress=False)
+    assert len(history.epochs) == 4 and history.steps == 4 * 8
+    assert torch.equal(module.weight.detach(), uninterrupted)
+
+
+@pytest.mark.parametrize("ema_decay", [1.0, -0.1, "0.9"])
+def test_a_bad_ema_decay_is_refused(ema_decay: object) -> None:
+    holder, batches, loss = _constant_slope([])
+    with pytest.raises(DataError, match="ema_decay"):
+        train(holder, batches, loss, ema_decay=ema_decay, show_progress=False)

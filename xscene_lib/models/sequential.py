@@ -54,7 +54,9 @@ Early stopping waits for PATIENCE_STEPS optimiser steps without a better validat
 MIN_PATIENCE epochs (patience=None; an int sets the epochs): an epoch is one window per user, so its length in
 steps grows with the number of users (ml-100k 8, ml-1m 48, food-kitchen 400), and validation NDCG@10 over one
 held-out item per user is noisy. On ml-100k that is 40 epochs: with 10, seeds 1 and 2 of `seq-joint` stopped at
-epochs 32 and 44, and with 40 seed 1 went on to a best validation epoch of 153.
+epochs 32 and 44, and with 40 seed 1 went on to a best validation epoch of 153. ema_decay=d validates and keeps a
+moving average of the weights instead (training/loop.py); bench/weight_average.py measures on validation whether
+that steadies the seeds (chapter 8 reports it), and None, the default, keeps the best epoch's own weights.
 
 History when scoring: while fitting (early stopping on validation NDCG@10), each user's training rows; after
 fit, the training rows plus the `valid` rows given to fit, so the test item is predicted from everything before
@@ -100,8 +102,9 @@ class SequentialModel(TwoTowerRecommender):
                  dropout: float = 0.2, use_text: bool = False, use_id: bool = True, adaptation: str | None = "film",
                  id_dropout: float = 0.2, text_loss_weight: float = 0.0, text_components: int | str | None = None,
                  loss: str = "auto", num_epochs: int = 400, learning_rate: float = 1e-3,
-                 weight_decay: float = 0.0, batch_size: int = 128, patience: int | None = None, seed: int = 0,
-                 checkpoint_dir: str | Path | None = None, show_progress: bool = True) -> None:
+                 weight_decay: float = 0.0, ema_decay: float | None = None, batch_size: int = 128,
+                 patience: int | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                 show_progress: bool = True) -> None:
         self.dim = dim
         self.num_layers = num_layers
         self.num_heads = num_heads
@@ -117,6 +120,7 @@ class SequentialModel(TwoTowerRecommender):
         self.num_epochs = num_epochs
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.ema_decay = ema_decay
         self.batch_size = batch_size
         self.patience = patience
         self.seed = seed
@@ -151,6 +155,8 @@ class SequentialModel(TwoTowerRecommender):
         check_number(owner, "learning_rate", self.learning_rate, positive=True)
         check_number(owner, "text_loss_weight", self.text_loss_weight, positive=False)
         check_number(owner, "weight_decay", self.weight_decay, positive=False)
+        if self.ema_decay is not None:
+            check_number(owner, "ema_decay", self.ema_decay, minimum=0, below=1, hint="e.g. 0.99, or None")
         check_int(owner, "seed", self.seed, minimum=0)
         for name in ("use_text", "use_id", "show_progress"):
             check_flag(owner, name, getattr(self, name))
@@ -251,7 +257,7 @@ class SequentialModel(TwoTowerRecommender):
             weight_decay=self.weight_decay, patience=self.patience_, seed=self.seed, checkpoint_dir=self.checkpoint_dir,
             run_key=run_key(self, inputs.numpy(), input_scenarios.numpy(), targets.numpy(), target_scenarios.numpy(),
                             item_vectors),
-            show_progress=self.show_progress, description="sequential model")
+            show_progress=self.show_progress, description="sequential model", ema_decay=self.ema_decay)
         if self._validation is not None:  # training rows first on equal times
             self.set_history(pd.concat([train, self._validation], ignore_index=True))
 

@@ -7,6 +7,11 @@ of the best validation epoch, stops after `patience` epochs without improvement,
 `checkpoint_dir`, writes safetensors checkpoints after every epoch so that an interrupted run
 resumes where it stopped and ends with the same numbers as an uninterrupted one.
 
+With `ema_decay` d the loop also keeps an exponential moving average of the weights, updated after every
+optimiser step (a_t = r_t a_(t-1) + (1 - r_t) w_t, r_t = min(d, (1 + t) / (10 + t)) so that the first steps
+do not keep the initial weights); validation scores the average, and the weights kept are the average at the
+best validation epoch. Training itself continues from the raw weights.
+
 Given a `WorkerGroup` of several processes (see xscene_lib.training.distributed), every process draws the same batches,
 computes the loss of its own rows through DDP, validates on rank 0 only and receives that score, so early
 stopping agrees everywhere; only rank 0 writes checkpoints, and every process can resume from them.
@@ -53,6 +58,7 @@ class TrainHistory:
     best_epoch: int = -1
     best_score: float = -math.inf
     stopped_early: bool = False
+    steps: int = 0  # optimiser steps taken
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -81,15 +87,17 @@ def train_module(module: torch.nn.Module, batches: Callable[[np.random.Generator
           num_epochs: int = 30, learning_rate: float = 1e-3, weight_decay: float = 0.0, patience: int = 3,
           seed: int = 0, checkpoint_dir: str | Path | None = None, run_key: str = "",
           show_progress: bool = True, description: str = "training", workers: WorkerGroup = SINGLE,
-          lr_decay: tuple[int, float] | None = None) -> TrainHistory:
+          lr_decay: tuple[int, float] | None = None, ema_decay: float | None = None) -> TrainHistory:
     """Train `module` with Adam on `loss` over `batches`; return the history, best weights loaded.
 
     lr_decay=(step, gamma) multiplies the learning rate by gamma every `step` epochs (epoch e runs at
-    learning_rate * gamma ** (e // step)); None keeps it constant.
+    learning_rate * gamma ** (e // step)); None keeps it constant. ema_decay (in [0, 1)) validates and keeps a
+    moving average of the weights instead of the weights themselves; None does not average.
     """
     try:
         return _train(module, batches, loss, validate, num_epochs, learning_rate, weight_decay, patience, seed,
-                      checkpoint_dir, run_key, show_progress and workers.is_main, description, workers, lr_decay)
+                      checkpoint_dir, run_key, show_progress and workers.is_main, description, workers, lr_decay,
+                      ema_decay)
     except RuntimeError as error:  # DDP's backward reports a failed gloo/NCCL exchange as a plain RuntimeError
         if workers.is_distributed and is_collective_failure(error):
             raise collective_failure(error, workers) from error
@@ -100,22 +108,26 @@ def _train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Ite
            loss: Callable[[Any], torch.Tensor], validate: Callable[[], float] | None, num_epochs: int,
            learning_rate: float, weight_decay: float, patience: int, seed: int, checkpoint_dir: str | Path | None,
            run_key: str, show_progress: bool, description: str, workers: WorkerGroup,
-           lr_decay: tuple[int, float] | None) -> TrainHistory:
+           lr_decay: tuple[int, float] | None, ema_decay: float | None) -> TrainHistory:
     """The loop of `train_module`, on one process or on each process of `workers`."""
     for name, value in (("num_epochs", num_epochs), ("patience", patience)):
         check_positive_int(None, name, value)
     check_number(None, "learning_rate", learning_rate, positive=True)
     check_number(None, "weight_decay", weight_decay, positive=False)
     step_size, gamma = _checked_decay(lr_decay)
+    if ema_decay is not None:
+        check_number(None, "ema_decay", ema_decay, minimum=0, below=1, hint="e.g. 0.99, or None to not average")
     rng = seeded_generator(seed)
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
     history = TrainHistory()
     best_state = _copy_state(module)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(module, learning_rate, weight_decay, seed,
-                               run_key if lr_decay is None else f"{run_key}|lr_decay={step_size},{gamma!r}")
+    average = None if ema_decay is None else _copy_state(module)  # the moving average of the weights
+    fingerprint = _fingerprint(module, learning_rate, weight_decay, seed, run_key
+                               + ("" if lr_decay is None else f"|lr_decay={step_size},{gamma!r}")
+                               + ("" if ema_decay is None else f"|ema_decay={float(ema_decay)!r}"))
     if folder is not None and (folder / LAST).is_file():
-        history, rng = _resume(folder, module, optimizer, fingerprint)
+        history, rng = _resume(folder, module, optimizer, fingerprint, average)
         best_state = load_file(str(folder / BEST)) if (folder / BEST).is_file() else _copy_state(module)
     workers.check_same(len(history.epochs), "the epochs already done in checkpoint_dir")
     step = workers.wrap(module, loss)  # loss(batch), through DDP when there are several processes
@@ -135,11 +147,16 @@ def _train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Ite
                                          f"lower learning_rate (now {learning_rate}) or check the inputs")
             value.backward()
             optimizer.step()
-            total, count = total + value.item(), count + 1
+            if average is not None:
+                _update_average(average, module, ema_decay, history.steps)
+            total, count, history.steps = total + value.item(), count + 1, history.steps + 1
         if count == 0:
             raise DataError(f"{description}: an epoch yielded no batches; check the training data")
         module.eval()
         record = {"epoch": epoch + 1, "loss": workers.sum(total) / workers.world_size / count}
+        trained = None if average is None else _copy_state(module)
+        if average is not None:  # validate (and keep) the average; training goes on from `trained`
+            module.load_state_dict(average)
         if validate is not None:
             record["valid"] = workers.from_main(lambda: _validated(validate))
         record["seconds"] = time.perf_counter() - started
@@ -154,8 +171,10 @@ def _train(module: torch.nn.Module, batches: Callable[[np.random.Generator], Ite
                 _save_atomically(best_state, folder / BEST, {})
         elif epoch + 1 - history.best_epoch >= patience:
             history.stopped_early = True
+        if trained is not None:
+            module.load_state_dict(trained)
         if folder is not None and workers.is_main:
-            _save_checkpoint(folder, module, optimizer, rng, history, fingerprint)
+            _save_checkpoint(folder, module, optimizer, rng, history, fingerprint, average)
         bar.update(1)
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", "valid")})
     bar.close()
@@ -181,6 +200,17 @@ def _validated(validate: Callable[[], float]) -> float:
         return float(validate())
 
 
+def _update_average(average: dict[str, torch.Tensor], module: torch.nn.Module, decay: float, step: int) -> None:
+    """Move the average towards the module's weights after optimiser step `step` (0-based); buffers are copied."""
+    rate = min(float(decay), (1 + step) / (10 + step))
+    with torch.no_grad():
+        for name, value in module.state_dict().items():
+            if value.is_floating_point():
+                average[name].mul_(rate).add_(value, alpha=1 - rate)
+            else:
+                average[name].copy_(value)
+
+
 def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of the module's weights."""
     return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
@@ -201,9 +231,11 @@ def _save_atomically(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
 
 
 def _save_checkpoint(folder: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     rng: np.random.Generator, history: TrainHistory, fingerprint: str) -> None:
+                     rng: np.random.Generator, history: TrainHistory, fingerprint: str,
+                     average: dict[str, torch.Tensor] | None) -> None:
     """Save everything needed to continue after the latest epoch."""
     tensors = {f"model.{name}": tensor for name, tensor in module.state_dict().items()}
+    tensors.update({f"average.{name}": tensor for name, tensor in (average or {}).items()})
     state = optimizer.state_dict()
     for index, values in state["state"].items():
         for name, value in values.items():
@@ -215,8 +247,8 @@ def _save_checkpoint(folder: Path, module: torch.nn.Module, optimizer: torch.opt
 
 
 def _resume(folder: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            fingerprint: str) -> tuple[TrainHistory, np.random.Generator]:
-    """Load the latest checkpoint of this same run into module and optimizer."""
+            fingerprint: str, average: dict[str, torch.Tensor] | None) -> tuple[TrainHistory, np.random.Generator]:
+    """Load the latest checkpoint of this same run into module, optimizer and (if kept) the weights' average."""
     from safetensors import safe_open
 
     with safe_open(str(folder / LAST), framework="pt") as handle:
@@ -226,6 +258,8 @@ def _resume(folder: Path, module: torch.nn.Module, optimizer: torch.optim.Optimi
                             f"use another checkpoint_dir or delete that folder to start over")
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     module.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    for name in average or {}:
+        average[name].copy_(tensors[f"average.{name}"])
     optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
