@@ -230,13 +230,14 @@ def test_bad_arguments_are_data_errors(tiny: Dataset, tmp_path: Path, model: str
 
 
 def test_every_tunable_model_has_a_search_space_of_its_constructor_arguments() -> None:
-    assert tuning.tunable_models() == [name for name in registry.model_names("top-k", trainable=True)
-                                       if name in tuning.SEARCH_SPACES]
-    assert {"bpr", "single-scenario", "article", "joint"} <= set(tuning.tunable_models())
+    assert tuning.tunable_models() == [name for name in registry.model_names("top-k") if name in tuning.SEARCH_SPACES]
+    assert {"itemknn", "bpr", "single-scenario", "article", "joint"} <= set(tuning.tunable_models())
+    assert "popularity" not in tuning.tunable_models()
     for name in tuning.tunable_models():
         settings = tuning.SEARCH_SPACES[name](optuna.trial.FixedTrial(
             {"dim": 32, "learning_rate": 1e-3, "reg": 1e-5, "weight_decay": 1e-6, "temperature": 0.1,
-             "dropout": 0.1, "id_dropout": 0.2, "text_components": "all", "text_loss_weight": 0.5}))
+             "dropout": 0.1, "id_dropout": 0.2, "text_components": "all", "text_loss_weight": 0.5,
+             "num_neighbours": 20, "shrink": 0.5}))
         registry.model_spec(name).build(0, True, settings)  # every name is a constructor argument
         assert all(isinstance(value, (int, float, str, bool)) and not (isinstance(value, float) and math.isnan(value))
                    for value in settings.values())
@@ -267,3 +268,20 @@ def test_a_model_trained_per_scenario_is_scored_on_every_scenarios_validation_ro
     for trial in study.trials:  # one epoch per scenario: the trial's score is their mean weighted by valid rows
         assert 0 <= trial.value <= 1 and len(trial.intermediate_values) == len(tiny.scenarios)
         assert min(trial.intermediate_values.values()) <= trial.value <= max(trial.intermediate_values.values())
+
+
+def test_itemknn_is_tuned_though_not_trained_and_scored_on_validation_after_fitting(tiny: Dataset,
+                                                                                    tmp_path: Path) -> None:
+    from xscene_lib.evaluation.metrics import ranking_metrics, target_ranks
+    from xscene_lib.models.baselines import ItemKNN
+
+    result = _tune(tiny, tmp_path, 3, model="itemknn")
+    assert set(result.settings) == {"num_neighbours", "shrink"} and result.n_trials == 3
+    assert 10 <= result.settings["num_neighbours"] <= 500 and 0 <= result.settings["shrink"] <= 2
+    split = tiny.split()  # each trial's score is its settings' validation NDCG@10, the training rows as history
+    for trial in result.trials.itertuples():
+        model = ItemKNN(num_neighbours=int(trial.num_neighbours), shrink=trial.shrink).fit(split.train)
+        ranks = target_ranks(model, split.train, split.valid)
+        assert trial.value == pytest.approx(ranking_metrics(ranks, ks=(10,))["ndcg@10"].mean())
+    table = configs.read_config(tiny.name, tiny.view, smoke=True, config_dir=tmp_path / "configs")["itemknn"]
+    assert table["settings"] == result.settings

@@ -88,10 +88,17 @@ def _sequential_text_space(trial: optuna.Trial) -> dict[str, Any]:
     return {**settings, "text_loss_weight": trial.suggest_float("text_loss_weight", 0.0, 1.0)}
 
 
-# model name -> trial -> settings (constructor arguments); a trained top-k model without an entry cannot be tuned
+def _itemknn_space(trial: optuna.Trial) -> dict[str, Any]:
+    """Item k-nearest neighbours (not trained, but set): neighbours kept per item and the cosine's shrinkage."""
+    return {"num_neighbours": trial.suggest_int("num_neighbours", 10, 500, log=True),
+            "shrink": trial.suggest_float("shrink", 0.0, 2.0)}
+
+
+# model name -> trial -> settings (constructor arguments); a top-k model without an entry cannot be tuned
 SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
-    "bpr": _bpr_space, "single-scenario": _bpr_space, "article": _article_space, "joint": _joint_space,
-    "joint-no-text": _joint_space, "joint-no-id": _joint_space, "joint-no-adaptation": _joint_space,
+    "itemknn": _itemknn_space, "bpr": _bpr_space, "single-scenario": _bpr_space, "article": _article_space,
+    "joint": _joint_space, "joint-no-text": _joint_space, "joint-no-id": _joint_space,
+    "joint-no-adaptation": _joint_space,
     "sasrec": _sequential_space, "seq-joint": _sequential_text_space, "seq-joint-no-text": _sequential_space,
 }
 
@@ -112,8 +119,8 @@ class TuningResult:
 
 
 def tunable_models() -> list[str]:
-    """The registered models that can be tuned: trained top-k models with a search space."""
-    return [name for name in model_names("top-k", trainable=True) if name in SEARCH_SPACES]
+    """The registered models that can be tuned: top-k models with a search space."""
+    return [name for name in model_names("top-k") if name in SEARCH_SPACES]
 
 
 def tune(dataset: str | Dataset, scenarios: str | None, model: str, n_trials: int, *, seed: int = 0,
@@ -208,8 +215,8 @@ def _holding(objective: Callable[[optuna.Trial], float], draw: int) -> Callable[
 def _tunable_spec(model: str) -> ModelSpec:
     """The registry entry of a model that can be tuned; a DataError naming the tunable ones otherwise."""
     spec = model_spec(model, "top-k")
-    if not spec.trainable:
-        raise DataError(f"model {model!r} is not trained, so it has no settings to tune; tune one of "
+    if spec.name not in SEARCH_SPACES and not spec.trainable:
+        raise DataError(f"model {model!r} is not trained and has no settings to tune; tune one of "
                         f"{tunable_models()}")
     if spec.name not in SEARCH_SPACES:
         raise DataError(f"model {model!r} has no search space; add one to xscene_lib.experiments.tuning."
