@@ -1,11 +1,12 @@
-"""Fair tuning: every trained top-k model gets the same kind of search, judged on validation NDCG@10 only.
+"""Fair tuning: every top-k model with settings gets the same kind of search, judged on validation NDCG@10 only.
 
     result = tune("ml-100k", "age", "joint", n_trials=30)  # writes the [joint] table of configs/ml-100k-age.toml
     result.settings, result.best_value, result.config_path
 
 Each trial draws settings from the model's search space (SEARCH_SPACES, the one place they are declared), fits the
 model on split.train with early stopping on split.valid, and is scored by the validation NDCG@10 of the weights kept
-(the early-stopping measure); the test rows are dropped before anything else happens, so they are never read.
+(the early-stopping measure; a model that is not trained, such as ItemKNN, by the validation rows scored after
+fitting); the test rows are dropped before anything else happens, so they are never read.
 Optuna's TPE sampler proposes the settings, seeded by (seed, draw), where a trial's draw is the lowest number no
 other finished, pruned or running trial holds: the same seed gives the same trials, and a trial cut short (an error,
 or its process killed, which a missing heartbeat reveals after GRACE_S seconds) leaves its draw to the next one. A
