@@ -221,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "The study is stored in SQLite, so an interrupted search resumes; the best settings "
                                "go to configs/<dataset>-<view>.toml, which `xscene run` then uses.")
     add_source(tune)
-    tune.add_argument("--model", required=True, metavar="MODEL",
-                      help="the top-k model to tune (one with a search space), e.g. joint")
+    tune.add_argument("--model", required=True, metavar="MODEL", help="a top-k model with a search space, e.g. joint")
     tune.add_argument("--trials", type=int, required=True, metavar="N",
                       help="trials of the search in all, counting those of an interrupted earlier search")
     tune.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default: 0)")
