@@ -47,7 +47,7 @@ def test_the_chosen_settings_are_the_best_trials_and_go_to_the_config(tiny: Data
     result = _tune(tiny, tmp_path, 4)
     finished = result.trials[result.trials["state"] == "COMPLETE"]
     best = finished.loc[finished["value"].idxmax()]
-    assert result.best_value == best["value"] and set(result.settings) == {"dim", "learning_rate", "reg"}
+    assert result.best_value == best["value"] and set(result.settings) == {"dim", "learning_rate", "reg", "num_epochs"}
     assert result.settings == {name: best[name] for name in result.settings}
     assert result.config_path == tmp_path / "configs" / f"{tiny.name}-{tiny.view}-smoke.toml"
     table = configs.read_config(tiny.name, tiny.view, smoke=True, config_dir=tmp_path / "configs")["bpr"]

@@ -49,19 +49,20 @@ METRIC = "ndcg@10"  # the objective, on the validation rows
 DEFAULT_STORAGE = Path("results") / "tuning"
 DIMS = (32, 64, 128)  # embedding widths tried
 HEARTBEAT_S, GRACE_S = 30, 120  # a running trial beats this often; one silent for GRACE_S is failed
+EPOCH_CAP = 200  # num_epochs of BPR-MF, the article's and the joint models in a search: early stopping ends them
 
 
 def _bpr_space(trial: optuna.Trial) -> dict[str, Any]:
     """BPR-MF (BPRMF, SingleScenario): width, step size and the L2 penalty on the embeddings in the loss."""
     return {"dim": trial.suggest_categorical("dim", DIMS),
             "learning_rate": trial.suggest_float("learning_rate", 1e-3, 1e-1, log=True),
-            "reg": trial.suggest_float("reg", 1e-7, 1e-2, log=True)}
+            "reg": trial.suggest_float("reg", 1e-7, 1e-2, log=True), "num_epochs": EPOCH_CAP}
 
 
 def _article_space(trial: optuna.Trial) -> dict[str, Any]:
     """The article's model keeps its architecture as written (width of the text vectors); its optimiser is tuned."""
     return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True)}
+            "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True), "num_epochs": EPOCH_CAP}
 
 
 def _joint_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def _joint_space(trial: optuna.Trial) -> dict[str, Any]:
     return {"dim": trial.suggest_categorical("dim", DIMS),
             "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
-            "temperature": trial.suggest_float("temperature", 0.02, 0.5, log=True)}
+            "temperature": trial.suggest_float("temperature", 0.02, 0.5, log=True), "num_epochs": EPOCH_CAP}
 
 
 def _sequential_space(trial: optuna.Trial) -> dict[str, Any]:
