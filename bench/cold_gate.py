@@ -41,7 +41,7 @@ import torch
 from xscene_lib.data import loading as datasets
 from xscene_lib.evaluation.intervals import paired_bootstrap
 from xscene_lib.evaluation.metrics import ranking_metrics, target_ranks
-from xscene_lib.experiments.configs import config_path, read_config_file
+from xscene_lib.experiments.configs import tuned_settings
 from xscene_lib.experiments.registry import model_specs
 from xscene_lib.experiments.runner import _item_vectors
 from xscene_lib.experiments.slices import cold_flags, domain_candidates
@@ -76,8 +76,7 @@ def main() -> None:
 
     data = datasets.load(args.dataset, args.scenarios)
     split = data.split()
-    path = config_path(data.name, data.view)
-    settings = read_config_file(path).get(args.model, {}).get("settings", {}) if path.is_file() else {}
+    settings = tuned_settings(data.name, data.view).get(args.model, {})
     settings = {**settings, **json.loads(args.settings or "{}")}
     spec, zero_shot = model_specs([args.model, "text-zero-shot"], "top-k")
     if not spec.needs_text:

@@ -28,7 +28,8 @@ from xscene_lib.data import loading as datasets
 from xscene_lib.data.store import write_atomically
 from xscene_lib.evaluation.intervals import seed_spread
 from xscene_lib.evaluation.metrics import ranking_metrics, target_ranks
-from xscene_lib.experiments.configs import config_path, read_config_file
+from xscene_lib.data.dataset import Split
+from xscene_lib.experiments.configs import tuned_settings
 from xscene_lib.experiments.registry import model_specs
 from xscene_lib.experiments.runner import _item_vectors
 from xscene_lib.experiments.slices import domain_candidates
@@ -39,14 +40,11 @@ NONE = "none"
 KEPT = ["user_id", "item_id", "scenario", "recall@10", "ndcg@10"]  # the columns kept of each validation row
 
 
-def fit_one(data: datasets.Dataset, model: str, ema: str, seed: int, vectors: pd.DataFrame | None) -> pd.DataFrame:
-    """Validation rows' NDCG@10 of one fit (tuned settings, this ema_decay and seed), with its epochs and time."""
+def fit_one(data: datasets.Dataset, split: Split, model: str, settings: dict, ema: str, seed: int,
+            vectors: pd.DataFrame | None) -> pd.DataFrame:
+    """Validation rows' NDCG@10 of one fit (these settings, this ema_decay and seed), with its epochs and time."""
     spec, = model_specs([model], "top-k")
-    path = config_path(data.name, data.view)
-    settings = dict(read_config_file(path).get(model, {}).get("settings", {})) if path.is_file() else {}
-    settings["ema_decay"] = None if ema == NONE else float(ema)
-    split = data.split()
-    estimator = spec.build(seed, False, settings)
+    estimator = spec.build(seed, False, {**settings, "ema_decay": None if ema == NONE else float(ema)})
     started = time.perf_counter()
     estimator.fit(split.train, vectors if spec.needs_text else None, items=data.items["item_id"], valid=split.valid)
     seconds = time.perf_counter() - started
@@ -72,13 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     out = HERE / "results" / "weight_average" / f"{data.name}-{data.view}.csv"
     needs_text = any(spec.needs_text for spec in model_specs(args.models, "top-k"))
     vectors = _item_vectors(data, DEFAULT_MODEL, None) if needs_text and not args.only_report else None
+    split, tuned = data.split(), tuned_settings(data.name, data.view)
     for model in [] if args.only_report else args.models:
         for ema in args.ema:
             for seed in args.seeds:
                 done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["model", "seed"])
                 if ((done["model"] == f"{model} ema={ema}") & (done["seed"] == seed)).any():
                     continue
-                rows = fit_one(data, model, ema, seed, vectors)
+                rows = fit_one(data, split, model, tuned.get(model, {}), ema, seed, vectors)
                 print(f"{model} ema={ema} seed {seed}: valid NDCG@10 {rows['ndcg@10'].mean():.4f}, best epoch "
                       f"{rows['best_epoch'].iloc[0]} of {rows['epochs_run'].iloc[0]}, "
                       f"{rows['fit_seconds'].iloc[0]:.0f} s", flush=True)

@@ -32,6 +32,7 @@ _EXPORTS = {
     # configs
     "config_path": "configs",
     "read_config": "configs",
+    "tuned_settings": "configs",
     "write_config": "configs",
     # derivations
     "affine_cosine_gradients": "derivations",

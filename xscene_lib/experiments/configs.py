@@ -64,6 +64,12 @@ def read_config(dataset: str, view: str, *, smoke: bool = False, config_dir: str
     return read_config_file(config_path(dataset, view, smoke=smoke, config_dir=config_dir))
 
 
+def tuned_settings(dataset: str, view: str, *, config_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Model name -> the settings its search chose for this dataset and view; {} when it has no config."""
+    path = config_path(dataset, view, config_dir=config_dir)
+    return {model: table["settings"] for model, table in read_config_file(path).items()} if path.is_file() else {}
+
+
 def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """The model tables of one config file; a DataError when it is missing or not a config."""
     path = Path(path)

@@ -38,7 +38,7 @@ from xscene_lib.models.ctr_protocol import click_through_split
 from xscene_lib.data.dataset import Dataset, Split
 from xscene_lib.data.validation import DataError, check_int, check_positive_int
 from xscene_lib.evaluation.metrics import ranking_metrics, sampled_ranks, summarise, target_ranks
-from xscene_lib.experiments.configs import config_path, read_config_file
+from xscene_lib.experiments.configs import config_path, read_config_file, tuned_settings
 from xscene_lib.experiments.frames import frames_digest
 from xscene_lib.experiments.provenance import PeakMemory, dataset_files, package_versions
 from xscene_lib.experiments.registry import ModelSpec, model_names, model_specs
@@ -206,9 +206,8 @@ def _tuned_settings(config: bool | str | Path, data: Dataset) -> tuple[Path | No
         return None, {}
     if config is True:
         path = config_path(data.name, data.view)
-        if not path.is_file():
-            return None, {}
-    elif isinstance(config, (str, Path)):
+        return (path, tuned_settings(data.name, data.view)) if path.is_file() else (None, {})
+    if isinstance(config, (str, Path)):
         path = Path(config)
     else:
         raise DataError(f"run_experiment(config={config!r}) must be True (the dataset's tuned config when there is "
